@@ -1,0 +1,1 @@
+"""Transcriptions of the uapi headers vfiofs speaks: data only, no behaviour."""

@@ -1,0 +1,115 @@
+"""`@cstruct`: C structs as frozen attrs classes backed by one `struct.Struct`.
+
+Each field carries its `struct` format code in its metadata (`u32()`, `u64()`, ...). The
+decorator compiles ``"<" + codes`` (x86-64 is little-endian; every pad is spelled out, so
+there is no implicit padding) and adds ``SIZE``, ``unpack_from``, ``pack`` and
+``offsetofend``. No validators: `struct.pack` range-checks, semantics live in handlers.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Any, ClassVar, Protocol, Self, TypeVar, dataclass_transform
+
+import attrs
+
+_FMT = "cstruct_fmt"
+
+
+def _field(code: str, default: object = 0) -> Any:  # noqa: ANN401 - attrs field maker
+    return attrs.field(default=default, metadata={_FMT: code})
+
+
+def u8(default: int = 0) -> Any:  # noqa: ANN401
+    """An unsigned 8-bit field."""
+    return _field("B", default)
+
+
+def u16(default: int = 0) -> Any:  # noqa: ANN401
+    """An unsigned 16-bit field."""
+    return _field("H", default)
+
+
+def u32(default: int = 0) -> Any:  # noqa: ANN401
+    """An unsigned 32-bit field."""
+    return _field("I", default)
+
+
+def s32(default: int = 0) -> Any:  # noqa: ANN401
+    """A signed 32-bit field."""
+    return _field("i", default)
+
+
+def u64(default: int = 0) -> Any:  # noqa: ANN401
+    """An unsigned 64-bit field (also ``__aligned_u64`` and user pointers)."""
+    return _field("Q", default)
+
+
+def s64(default: int = 0) -> Any:  # noqa: ANN401
+    """A signed 64-bit field."""
+    return _field("q", default)
+
+
+def pad(n: int) -> Any:  # noqa: ANN401
+    """``n`` bytes of padding or reserved space, read and written as ``bytes``."""
+    return _field(f"{n}s", bytes(n))
+
+
+class CStruct(Protocol):
+    """What `@cstruct` adds to a class."""
+
+    SIZE: ClassVar[int]
+    STRUCT: ClassVar[struct.Struct]
+
+    def pack(self) -> bytes: ...
+
+    @classmethod
+    def unpack_from(cls, buf: bytes | bytearray | memoryview, offset: int = 0) -> Self: ...
+
+    @classmethod
+    def offsetofend(cls, name: str) -> int: ...
+
+
+T = TypeVar("T")
+
+
+@dataclass_transform(frozen_default=True, field_specifiers=(attrs.field,))
+def cstruct(cls: type[T]) -> type[T]:
+    """Turn a class of `u32()`-style fields into a frozen, packable C struct."""
+    acls: Any = attrs.frozen(cls)
+    fields = attrs.fields(acls)
+    codes = [f.metadata[_FMT] for f in fields]
+    st = struct.Struct("<" + "".join(codes))
+    ends: dict[str, int] = {}
+    off = 0
+    for f, code in zip(fields, codes, strict=True):
+        off += struct.calcsize("<" + code)
+        ends[f.name] = off
+    names = tuple(f.name for f in fields)
+    pack_fn = st.pack
+    unpack_fn = st.unpack_from
+
+    def pack(self: Any) -> bytes:  # noqa: ANN401
+        return pack_fn(*[getattr(self, n) for n in names])
+
+    def unpack_from(
+        klass: Any,  # noqa: ANN401
+        buf: bytes | bytearray | memoryview,
+        offset: int = 0,
+    ) -> Any:  # noqa: ANN401
+        return klass(*unpack_fn(buf, offset))
+
+    def offsetofend(klass: Any, name: str) -> int:  # noqa: ANN401, ARG001
+        return ends[name]
+
+    acls.SIZE = st.size
+    acls.STRUCT = st
+    acls.FIELDS = names
+    acls.pack = pack
+    acls.unpack_from = classmethod(unpack_from)
+    acls.offsetofend = classmethod(offsetofend)
+    return acls  # type: ignore[no-any-return]
+
+
+Packer = Callable[..., bytes]

@@ -1,0 +1,1 @@
+"""The filesystem tree: directories, sysfs attributes, symlinks and device files."""
