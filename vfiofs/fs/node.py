@@ -90,6 +90,9 @@ class Node:
     mode: int
     uid: int = 0
     gid: int = 0
+    # set when the node leaves the tree (hot-unplug); its inode number then dies with
+    # the last FORGET instead of living as long as the mount
+    unlinked: bool = attrs.field(default=False, kw_only=True)
 
     @property
     def is_dir(self) -> bool:  # noqa: D102
@@ -111,6 +114,16 @@ class Directory(Node):
         """Add (or replace) a child; returns it."""
         self.children[name] = node
         return node
+
+    def remove(self, name: str) -> None:
+        """Take a child (and everything below it) out of the tree."""
+        node = self.children.pop(name, None)
+        stack = [node] if node is not None else []
+        while stack:
+            n = stack.pop()
+            n.unlinked = True
+            if isinstance(n, Directory):
+                stack.extend(n.children.values())
 
     def mkdir(self, name: str, mode: int = 0o755) -> Directory:
         """The child directory ``name``, created if missing."""

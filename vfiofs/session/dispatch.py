@@ -1,0 +1,354 @@
+"""FUSE requests -> the tree -> reply bytes. The only place errnos become replies.
+
+Each opcode has one method, picked from a table keyed by request class (go-fuse's
+``operationHandlers``). A method returns the reply bytes, or None for requests that get no
+reply. `KernelError` becomes an error reply; any other exception is a bug: it is logged
+with its traceback and the caller gets EIO. A handler that must wait (`WouldBlock`) or needs
+fds resolved (`NeedFds`) raises `Parked`; the serve loop then finishes the request in a task
+of its own.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from ..errors import KernelError
+from ..fs.node import (
+    DEFAULT_POLLMASK,
+    Attribute,
+    DeviceNode,
+    Directory,
+    IoctlNamer,
+    Ioctlable,
+    Pollable,
+    Readable,
+    Symlink,
+    Writable,
+)
+from ..fs.tree import Handle, Tree
+from ..fuse import replies
+from ..fuse import requests as rq
+from ..fuse.connection import FuseConnection
+from ..uaccess import NeedFds
+from ..waitqueue import WaitQueue, WouldBlock
+from .peer import VFIOFS_IOCTL_WHOAMI, ProcessTable, RequestCaller
+
+log = logging.getLogger("vfiofs.dispatch")
+
+ENTRY_TIMEOUT = 1  # seconds the kernel may cache names and attributes
+FOPEN_DIRECT_IO = 1 << 0
+FOPEN_NOFLUSH = 1 << 5
+FUSE_POLL_SCHEDULE_NOTIFY = 1 << 0
+FATTR_MODE, FATTR_UID, FATTR_GID, FATTR_SIZE = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+
+
+class Parked(Exception):  # noqa: N818 - control flow
+    """The request goes on in a task: retry ``attempt`` after waiting for ``reason``."""
+
+    def __init__(
+        self,
+        req: Any,  # noqa: ANN401
+        attempt: Callable[[], bytes],
+        caller: RequestCaller,
+        reason: WouldBlock | NeedFds,
+    ) -> None:
+        super().__init__()
+        self.req, self.attempt, self.caller, self.reason = req, attempt, caller, reason
+
+
+@attrs.define(eq=False)
+class Dispatcher:
+    """Serves one mount's requests from a `Tree`."""
+
+    tree: Tree
+    conn: FuseConnection
+    procs: ProcessTable
+    send: Callable[[bytes], None]  # writes one message to /dev/fuse (poll wake-ups)
+    _poll_waits: dict[int, tuple[WaitQueue, int]] = attrs.Factory(dict)
+    _ops: dict[type, Callable[[Any], bytes | None]] = attrs.field(init=False)
+    # what the last request did, for --trace
+    note: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        self._ops = {
+            rq.Init: self.op_init,
+            rq.Destroy: self.op_destroy,
+            rq.Lookup: self.op_lookup,
+            rq.Forget: self.op_forget,
+            rq.BatchForget: self.op_batch_forget,
+            rq.Getattr: self.op_getattr,
+            rq.Setattr: self.op_setattr,
+            rq.Readlink: self.op_readlink,
+            rq.Open: self.op_open,
+            rq.Read: self.op_read,
+            rq.Write: self.op_write,
+            rq.Flush: self.op_flush,
+            rq.Release: self.op_release,
+            rq.Fsync: self.op_fsync,
+            rq.Opendir: self.op_opendir,
+            rq.Readdir: self.op_readdir,
+            rq.Readdirplus: self.op_readdirplus,
+            rq.Releasedir: self.op_releasedir,
+            rq.Fsyncdir: self.op_fsync,
+            rq.Statfs: self.op_statfs,
+            rq.Access: self.op_access,
+            rq.Getxattr: self.op_getxattr,
+            rq.Listxattr: self.op_listxattr,
+            rq.Ioctl: self.op_ioctl,
+            rq.Poll: self.op_poll,
+        }
+
+    # --- entry point --------------------------------------------------------------------
+
+    def dispatch(self, req: Any) -> bytes | None:  # noqa: ANN401
+        """The reply to ``req`` (None: no reply). Raises `Parked`."""
+        self.note = ""
+        op = self._ops.get(type(req))
+        if op is None:
+            if isinstance(req, rq.BadRequest):
+                log.warning("malformed request: %s", req.reason)
+                return self.conn.reply_error(req, errno.EIO)
+            return self.conn.reply_error(req, errno.ENOSYS)
+        try:
+            return op(req)
+        except KernelError as e:
+            self.note = str(e)
+            if e.msg:
+                log.debug("%s: %s", type(req).__name__, e)
+            return self.conn.reply_error(req, e.errno)
+        except Parked:
+            raise
+        except Exception:
+            log.exception("bug while serving %r", req)
+            self.note = "internal error"
+            return self.conn.reply_error(req, errno.EIO)
+
+    def finish(self, parked: Parked) -> bytes:
+        """Run a parked request's attempt again, turning errors into replies."""
+        try:
+            return parked.attempt()
+        except KernelError as e:
+            self.note = str(e)
+            return self.conn.reply_error(parked.req, e.errno)
+        except (WouldBlock, NeedFds) as e:
+            raise Parked(parked.req, parked.attempt, parked.caller, e) from None
+        except Exception:
+            log.exception("bug while serving %r", parked.req)
+            return self.conn.reply_error(parked.req, errno.EIO)
+
+    def _caller(self, req: Any) -> RequestCaller:  # noqa: ANN401
+        h = req.header
+        return RequestCaller(h.pid, h.uid, h.gid, self.procs)
+
+    def _core(self, req: Any, caller: RequestCaller, attempt: Callable[[], bytes]) -> bytes:  # noqa: ANN401
+        """Run a call into the core; park it if it must wait or needs fds."""
+        try:
+            return attempt()
+        except (WouldBlock, NeedFds) as e:
+            raise Parked(req, attempt, caller, e) from None
+
+    # --- session -----------------------------------------------------------------------
+
+    def op_init(self, req: rq.Init) -> bytes:
+        return self.conn.init_reply(req)
+
+    def op_destroy(self, req: rq.Destroy) -> bytes:
+        return self.conn.reply(req)
+
+    # --- names and attributes ----------------------------------------------------------
+
+    def _attr(self, nodeid: int) -> replies.Attr:
+        node = self.tree.node(nodeid)
+        a = self.tree.attr(nodeid, node)
+        t = int(self.tree.mount_time)
+        return replies.Attr(
+            ino=a["ino"], size=a["size"], blocks=0, atime=t, mtime=t, ctime=t,
+            mode=a["mode"], nlink=a["nlink"], uid=a["uid"], gid=a["gid"], blksize=4096,
+        )
+
+    def op_lookup(self, req: rq.Lookup) -> bytes:
+        nodeid, _ = self.tree.lookup(req.nodeid, req.name.decode(errors="surrogateescape"))
+        return self.conn.reply(
+            req, replies.entry_out(nodeid, self._attr(nodeid), ENTRY_TIMEOUT, ENTRY_TIMEOUT)
+        )
+
+    def op_forget(self, req: rq.Forget) -> None:
+        self.tree.forget(req.nodeid, req.arg.nlookup)
+
+    def op_batch_forget(self, req: rq.BatchForget) -> None:
+        for one in req.forgets:
+            self.tree.forget(one.nodeid, one.nlookup)
+
+    def op_getattr(self, req: rq.Getattr) -> bytes:
+        return self.conn.reply(req, replies.attr_out(self._attr(req.nodeid), ENTRY_TIMEOUT))
+
+    def op_setattr(self, req: rq.Setattr) -> bytes:
+        node = self.tree.node(req.nodeid)
+        valid = req.arg.valid
+        if valid & (FATTR_MODE | FATTR_UID | FATTR_GID):
+            raise KernelError(errno.EPERM, "device and sysfs nodes keep their mode and owner")
+        if valid & FATTR_SIZE:
+            if isinstance(node, Directory):
+                raise KernelError(errno.EISDIR)
+            writable = isinstance(node, DeviceNode) or (
+                isinstance(node, Attribute) and (node.store or node.write_at)
+            )
+            if not writable:
+                raise KernelError(errno.EACCES, "read-only file")
+            # truncation (O_TRUNC) of an attribute or device file is ignored, as in sysfs
+        return self.op_getattr(req)
+
+    def op_readlink(self, req: rq.Readlink) -> bytes:
+        node = self.tree.node(req.nodeid)
+        if not isinstance(node, Symlink):
+            raise KernelError(errno.EINVAL)
+        return self.conn.reply(req, node.target.encode())
+
+    def op_statfs(self, req: rq.Statfs) -> bytes:
+        return self.conn.reply(req, replies.statfs_out(bsize=4096, namelen=255, frsize=4096))
+
+    def op_access(self, req: rq.Access) -> bytes:
+        self.tree.node(req.nodeid)
+        return self.conn.reply(req)
+
+    def op_getxattr(self, req: rq.Getxattr) -> bytes:
+        raise KernelError(errno.ENODATA)
+
+    def op_listxattr(self, req: rq.Listxattr) -> bytes:
+        if req.arg.size == 0:
+            return self.conn.reply(req, replies.getxattr_size(0))
+        return self.conn.reply(req)
+
+    # --- directories -------------------------------------------------------------------
+
+    def op_opendir(self, req: rq.Opendir) -> bytes:
+        h = self.tree.opendir(req.nodeid, req.arg.flags)
+        return self.conn.reply(req, replies.open_out(h.fh, 0))
+
+    def _dir_entries(self, h: Handle) -> list[tuple[int, str, int]]:
+        parent_path = self.tree.path(h.nodeid)
+        out = [(h.nodeid, ".", stat.S_IFDIR), (h.nodeid, "..", stat.S_IFDIR)]
+        for name, node in h.entries or ():
+            out.append((self.tree.remember(node, f"{parent_path}/{name}"), name, node.mode))
+        return out
+
+    def op_readdir(self, req: rq.Readdir) -> bytes:
+        h = self.tree.handle(req.arg.fh)
+        return self.conn.reply(req, replies.dirents(self._dir_entries(h), req.arg.offset, req.arg.size))
+
+    def op_readdirplus(self, req: rq.Readdirplus) -> bytes:
+        raise KernelError(errno.ENOSYS)
+
+    def op_releasedir(self, req: rq.Releasedir) -> bytes:
+        self.tree.release(req.arg.fh)
+        return self.conn.reply(req)
+
+    def op_fsync(self, req: Any) -> bytes:  # noqa: ANN401
+        return self.conn.reply(req)
+
+    # --- files -------------------------------------------------------------------------
+
+    def op_open(self, req: rq.Open) -> bytes:
+        caller = self._caller(req)
+        flags = req.arg.flags
+
+        def attempt() -> bytes:
+            h = self.tree.open(caller, req.nodeid, flags)
+            self.note = f"fh={h.fh}"
+            return self.conn.reply(req, replies.open_out(h.fh, FOPEN_DIRECT_IO | FOPEN_NOFLUSH))
+
+        return self._core(req, caller, attempt)
+
+    def op_read(self, req: rq.Read) -> bytes:
+        a = req.arg
+        file = self.tree.handle(a.fh).file
+        if not isinstance(file, Readable):
+            raise KernelError(errno.EINVAL)
+        caller = self._caller(req)
+        return self._core(req, caller, lambda: self.conn.reply(req, file.read(caller, a.offset, a.size)))
+
+    def op_write(self, req: rq.Write) -> bytes:
+        a = req.arg
+        file = self.tree.handle(a.fh).file
+        if not isinstance(file, Writable):
+            raise KernelError(errno.EINVAL)
+        caller = self._caller(req)
+        data = req.data
+        return self._core(
+            req, caller, lambda: self.conn.reply(req, replies.write_out(file.write(caller, a.offset, data)))
+        )
+
+    def op_flush(self, req: rq.Flush) -> bytes:
+        # Nothing happens at close(2) of one fd; RELEASE (the last close) does the work.
+        # ENOSYS makes the kernel stop sending FLUSH at all, which keeps close() cheap
+        # for our own pidfd_getfd duplicates too.
+        raise KernelError(errno.ENOSYS)
+
+    def op_release(self, req: rq.Release) -> bytes:
+        h = self.tree.release(req.arg.fh)
+        if h is not None and h.file is not None:
+            try:
+                h.file.release()
+            except Exception:
+                log.exception("bug while releasing %s", self.tree.path(h.nodeid))
+        return self.conn.reply(req)
+
+    def op_ioctl(self, req: rq.Ioctl) -> bytes:
+        a = req.arg
+        h = self.tree.handle(a.fh)
+        if a.cmd == VFIOFS_IOCTL_WHOAMI:
+            # our own pidfd_getfd duplicate asks which handle it is (peer.FdResolver)
+            if self.procs.tgid(req.header.pid) != os.getpid():
+                raise KernelError(errno.ENOTTY)
+            return self.conn.reply(req, replies.ioctl_out(h.fh))
+        file = h.file
+        if not isinstance(file, Ioctlable):
+            raise KernelError(errno.ENOTTY)
+        if isinstance(file, IoctlNamer):
+            self.note = file.ioctl_name(a.cmd) or f"{a.cmd:#x}"
+        caller = self._caller(req)
+        cmd, arg = a.cmd, a.arg
+
+        def attempt() -> bytes:
+            return self.conn.reply(req, replies.ioctl_out(file.ioctl(caller, cmd, arg)))
+
+        return self._core(req, caller, attempt)
+
+    def op_poll(self, req: rq.Poll) -> bytes:
+        a = req.arg
+        file = self.tree.handle(a.fh).file
+        if not isinstance(file, Pollable):
+            return self.conn.reply(req, replies.poll_out(DEFAULT_POLLMASK))
+        mask, queue = file.poll(self._caller(req))
+        if a.flags & FUSE_POLL_SCHEDULE_NOTIFY and queue is not None:
+            self._schedule_poll_notify(a.kh, queue)
+        return self.conn.reply(req, replies.poll_out(mask))
+
+    def _schedule_poll_notify(self, kh: int, queue: WaitQueue) -> None:
+        old = self._poll_waits.get(kh)
+        if old is not None:
+            if old[0] is queue:
+                return
+            old[0].remove(old[1])
+
+        def wake() -> None:
+            self._poll_waits.pop(kh, None)
+            self.send(self.conn.notify_poll(kh))
+
+        self._poll_waits[kh] = (queue, queue.add(wake))
+
+    def release_all(self) -> None:
+        """Release every open handle (the filesystem is going away)."""
+        for h in self.tree.release_all():
+            if h.file is not None:
+                try:
+                    h.file.release()
+                except Exception:
+                    log.exception("bug while releasing %s", self.tree.path(h.nodeid))

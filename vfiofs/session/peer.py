@@ -1,0 +1,346 @@
+"""The processes behind requests: their memory, credentials and file descriptors.
+
+Memory: reads go through a cached ``/proc/PID/mem`` fd (one pread per copy, bound to the
+process's mm, so a recycled pid can never be read by mistake). Writes use
+``process_vm_writev``, which honours page protections as ``copy_to_user`` does; writes
+through /proc/PID/mem would not (they are FOLL_FORCE). The header pid is a thread id; it is
+mapped to its process (Tgid) only when a handler needs the memory or the fds.
+
+Fds: a caller's fd number is duplicated with ``pidfd_getfd``; a duplicate on our own mount
+is asked, with a private ioctl, which handle (fh) it is. That ioctl is served by the FUSE
+reader, so `FdResolver.resolve` must run in a worker thread (design.md §10).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import logging
+import os
+import resource
+import select
+from collections.abc import Iterable
+
+import attrs
+
+from ..abi.ioctl import _IO
+from ..errors import KernelError
+from ..uaccess import AddressSpace, FileRef, ForeignFile, NeedFds, OurFile
+
+log = logging.getLogger("vfiofs.peer")
+
+# A private ioctl on one of our own files answers its fh, for the daemon itself only.
+# (type ';' like VFIO, nr 0xff: unused by vfio.h and iommufd.h)
+VFIOFS_IOCTL_WHOAMI = _IO(0x3B, 0xFF)
+
+_SYS_pidfd_getfd = 438
+_PIDFD_THREAD = os.O_EXCL
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _IoVec(ctypes.Structure):
+    _fields_ = (("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t))
+
+
+_libc.process_vm_writev.argtypes = (
+    ctypes.c_int,
+    ctypes.POINTER(_IoVec),
+    ctypes.c_ulong,
+    ctypes.POINTER(_IoVec),
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+)
+_libc.process_vm_writev.restype = ctypes.c_ssize_t
+_libc.syscall.restype = ctypes.c_long
+
+
+def _tgid_of(tid: int) -> int:
+    try:
+        with open(f"/proc/{tid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Tgid:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    raise KernelError(errno.ESRCH, f"no such task {tid}")
+
+
+@attrs.define(eq=False)
+class ProcessMemory:
+    """One process's memory (`vfiofs.uaccess.AddressSpace`), kept while it lives."""
+
+    tgid: int
+    locked_vm: int = 0
+    _memfd: int = -1
+    _pidfd: int = -1
+
+    def __attrs_post_init__(self) -> None:
+        try:
+            self._pidfd = os.pidfd_open(self.tgid)
+            self._memfd = os.open(f"/proc/{self.tgid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            self.close()
+            raise KernelError(errno.ESRCH, f"process {self.tgid}: {e}") from None
+
+    def alive(self) -> bool:
+        """False once the process has exited (its pidfd turns readable)."""
+        if self._pidfd < 0:
+            return False
+        r, _, _ = select.select([self._pidfd], [], [], 0)
+        return not r
+
+    def read(self, addr: int, size: int) -> bytes:
+        if size == 0:
+            return b""
+        try:
+            data = os.pread(self._memfd, size, addr)
+        except (OSError, OverflowError, ValueError):
+            raise KernelError(errno.EFAULT, f"read {addr:#x}+{size:#x}") from None
+        if len(data) != size:
+            raise KernelError(errno.EFAULT, f"short read at {addr:#x}")
+        return data
+
+    def write(self, addr: int, data: bytes) -> None:
+        if not data:
+            return
+        if addr < 0 or addr + len(data) > 1 << 64 or not self.alive():
+            raise KernelError(errno.EFAULT, f"write {addr:#x}")
+        buf = ctypes.create_string_buffer(bytes(data), len(data))
+        local = _IoVec(ctypes.cast(buf, ctypes.c_void_p), len(data))
+        remote = _IoVec(addr, len(data))
+        n = _libc.process_vm_writev(self.tgid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+        if n != len(data):
+            raise KernelError(errno.EFAULT, f"write {addr:#x}+{len(data):#x}")
+
+    def check_range(self, addr: int, size: int, *, write: bool) -> None:
+        end = addr + size
+        try:
+            with open(f"/proc/{self.tgid}/maps", "rb") as f:
+                maps = f.read()
+        except OSError:
+            raise KernelError(errno.EFAULT, "process gone") from None
+        cur = addr
+        for line in maps.splitlines():
+            span, perms = line.split(b" ", 2)[:2]
+            lo_s, hi_s = span.split(b"-")
+            lo, hi = int(lo_s, 16), int(hi_s, 16)
+            if hi <= cur:
+                continue
+            if lo > cur:
+                break
+            if perms[0:1] != b"r" or (write and perms[1:2] != b"w"):
+                raise KernelError(errno.EFAULT, f"{cur:#x}: mapping is {perms.decode()}")
+            cur = hi
+            if cur >= end:
+                return
+        raise KernelError(errno.EFAULT, f"{cur:#x} not mapped")
+
+    def memlock_limit(self) -> int:
+        try:
+            soft, _ = resource.prlimit(self.tgid, resource.RLIMIT_MEMLOCK)
+        except OSError:
+            return 0
+        return -1 if soft == resource.RLIM_INFINITY else soft
+
+    def close(self) -> None:
+        for name in ("_memfd", "_pidfd"):
+            fd = getattr(self, name)
+            if fd >= 0:
+                os.close(fd)
+                setattr(self, name, -1)
+
+
+def _is_address_space(mm: ProcessMemory) -> AddressSpace:
+    return mm  # mypy checks that ProcessMemory satisfies the protocol
+
+
+@attrs.define(eq=False)
+class ProcessTable:
+    """Thread id -> the process's `ProcessMemory`, one object per live process (type1
+    charges ``locked_vm`` on it)."""
+
+    _by_tgid: dict[int, ProcessMemory] = attrs.Factory(dict)
+    _tgid_of_tid: dict[int, int] = attrs.Factory(dict)
+
+    def tgid(self, tid: int) -> int:
+        tgid = self._tgid_of_tid.get(tid)
+        if tgid is not None and (tgid == tid or os.path.exists(f"/proc/{tgid}/task/{tid}")):
+            return tgid
+        tgid = _tgid_of(tid)
+        if len(self._tgid_of_tid) > 4096:
+            self._tgid_of_tid.clear()
+        self._tgid_of_tid[tid] = tgid
+        return tgid
+
+    def memory(self, tid: int) -> ProcessMemory:
+        tgid = self.tgid(tid)
+        mm = self._by_tgid.get(tgid)
+        if mm is not None and mm.alive():
+            return mm
+        if mm is not None:
+            mm.close()
+        mm = ProcessMemory(tgid)
+        self._by_tgid[tgid] = mm
+        return mm
+
+    def reap(self) -> None:
+        """Close the memory fds of processes that have exited."""
+        for tgid, mm in list(self._by_tgid.items()):
+            if not mm.alive():
+                mm.close()
+                del self._by_tgid[tgid]
+
+    def close(self) -> None:
+        for mm in self._by_tgid.values():
+            mm.close()
+        self._by_tgid.clear()
+
+
+def capable(tid: int, cap: int) -> bool:
+    """Whether thread ``tid`` has capability ``cap`` in its effective set."""
+    try:
+        with open(f"/proc/{tid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"CapEff:"):
+                    return bool(int(line.split()[1], 16) >> cap & 1)
+    except OSError:
+        pass
+    return False
+
+
+@attrs.define(eq=False)
+class OsEventFd:
+    """A caller's eventfd, duplicated into the daemon."""
+
+    fd: int
+
+    def signal(self) -> None:
+        if self.fd >= 0:
+            try:
+                os.eventfd_write(self.fd, 1)
+            except OSError as e:  # counter overflow (EAGAIN): the kernel drops it too
+                log.debug("eventfd %d: %s", self.fd, e)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+# What a worker found for one fd number: ("ours", fh), ("eventfd", dupfd), ("other", -1)
+# or ("error", errno).
+Found = tuple[str, int]
+
+
+@attrs.define(eq=False)
+class FdResolver:
+    """Turns a caller's fd numbers into our handles or foreign files (in a worker)."""
+
+    mount_dev: int
+
+    def resolve(self, tgid: int, fds: Iterable[int]) -> dict[int, Found]:
+        """Blocking: run in a worker thread, never on the FUSE reader."""
+        out: dict[int, Found] = {}
+        try:
+            pidfd = os.pidfd_open(tgid)
+        except OSError as e:
+            return {fd: ("error", e.errno or errno.ESRCH) for fd in fds}
+        try:
+            for fd in fds:
+                out[fd] = self._one(pidfd, fd)
+        finally:
+            os.close(pidfd)
+        return out
+
+    def _one(self, pidfd: int, fd: int) -> Found:
+        if fd < 0:
+            return ("error", errno.EBADF)
+        dup = _libc.syscall(_SYS_pidfd_getfd, pidfd, fd, 0)
+        if dup < 0:
+            err = ctypes.get_errno()
+            return ("error", errno.EBADF if err in (errno.EBADF, errno.ESRCH) else err)
+        keep = False
+        try:
+            st = os.fstat(dup)
+            if st.st_dev == self.mount_dev:
+                try:
+                    return ("ours", fcntl.ioctl(dup, VFIOFS_IOCTL_WHOAMI))
+                except OSError:
+                    return ("other", -1)
+            if os.readlink(f"/proc/self/fd/{dup}") == "anon_inode:[eventfd]":
+                keep = True
+                return ("eventfd", dup)
+            return ("other", -1)
+        finally:
+            if not keep:
+                os.close(dup)
+
+
+def file_ref(found: Found, handles: dict[int, object]) -> FileRef | KernelError:
+    """What `FdResolver` found, as the core sees it (on the core thread)."""
+    kind, value = found
+    if kind == "error":
+        return KernelError(value, "bad fd")
+    if kind == "ours":
+        h = handles.get(value)
+        file = getattr(h, "file", None)
+        return OurFile(file) if file is not None else ForeignFile("other")
+    if kind == "eventfd":
+        return ForeignFile("eventfd", OsEventFd(value))
+    return ForeignFile("other")
+
+
+@attrs.define(eq=False)
+class RequestCaller:
+    """The `vfiofs.uaccess.Caller` of one FUSE request."""
+
+    tid: int
+    uid: int
+    gid: int
+    procs: ProcessTable
+    resolved: dict[int, FileRef | KernelError] = attrs.Factory(dict)
+    _mm: ProcessMemory | None = None
+
+    @property
+    def tgid(self) -> int:
+        return self.procs.tgid(self.tid)
+
+    @property
+    def mm(self) -> ProcessMemory:
+        if self._mm is None:
+            self._mm = self.procs.memory(self.tid)
+        return self._mm
+
+    def copy_from_user(self, addr: int, size: int) -> bytes:
+        return self.mm.read(addr, size)
+
+    def copy_to_user(self, addr: int, data: bytes) -> None:
+        self.mm.write(addr, data)
+
+    def fget(self, fd: int) -> FileRef:
+        return self.fget_many([fd])[0]
+
+    def fget_many(self, fds: Iterable[int]) -> list[FileRef]:
+        fds = list(fds)
+        missing = [fd for fd in fds if fd >= 0 and fd not in self.resolved]
+        if missing:
+            raise NeedFds(dict.fromkeys(missing))
+        out: list[FileRef] = []
+        for fd in fds:
+            r = self.resolved.get(fd) if fd >= 0 else KernelError(errno.EBADF, "fd < 0")
+            if isinstance(r, KernelError):
+                raise KernelError(r.errno, f"fd {fd}: {r.msg}")
+            assert r is not None
+            out.append(r)
+        return out
+
+    def capable(self, cap: int) -> bool:
+        return capable(self.tid, cap)
+
+    def discard_unused(self) -> None:
+        """Close foreign fds the handler did not take."""
+        for r in self.resolved.values():
+            if isinstance(r, ForeignFile):
+                r.discard()
