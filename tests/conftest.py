@@ -70,7 +70,8 @@ class Daemon:
         os.stat(self.mountpoint)  # waits for INIT
 
     def output(self) -> str:
-        self._logf.flush()
+        if not self._logf.closed:
+            self._logf.flush()
         return self.log.read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:

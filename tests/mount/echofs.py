@@ -32,7 +32,7 @@ from vfiofs.waitqueue import WaitQueue, WouldBlock
 
 ECHO_NOOP = _IO(ord("E"), 0)  # returns 0
 ECHO_STRUCT = _IO(ord("E"), 1)  # reads 64 bytes at arg, writes each byte + 1, returns 42
-ECHO_FD = _IO(ord("E"), 2)  # int* fd -> serial of our handle, or -2 after signalling an eventfd
+ECHO_FD = _IO(ord("E"), 2)  # int* fd -> serial of our handle, or 1000 after signalling an eventfd
 ECHO_WAIT = _IO(ord("E"), 3)  # blocks until something is written to the file
 ECHO_SERIAL = _IO(ord("E"), 4)  # this handle's serial
 
@@ -82,7 +82,7 @@ class EchoFile:
                 ev = ref.take_eventfd()
                 ev.signal()
                 ev.close()
-                return -2
+                return 1000
             raise KernelError(errno.EBADFD, "not an echo file")
         if cmd == ECHO_WAIT:
             if not self.shared.data:

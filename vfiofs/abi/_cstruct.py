@@ -112,4 +112,30 @@ def cstruct(cls: type[T]) -> type[T]:
     return acls  # type: ignore[no-any-return]
 
 
-Packer = Callable[..., bytes]
+NT = TypeVar("NT", bound=tuple[Any, ...])
+
+
+def ctuple(fmt: str) -> Callable[[type[NT]], type[NT]]:
+    """A fast C struct for the FUSE hot path: a `NamedTuple` class gets ``STRUCT``,
+    ``SIZE``, ``unpack_from`` (straight from `struct.unpack_from`, no per-field work) and
+    ``pack``. ``fmt`` is the `struct` format without the byte-order prefix."""
+
+    def deco(cls: type[NT]) -> type[NT]:
+        st = struct.Struct("<" + fmt)
+        unpack = st.unpack_from
+        new = tuple.__new__
+        c: Any = cls
+        c.STRUCT = st
+        c.SIZE = st.size
+
+        def unpack_from(klass: Any, buf: Any, offset: int = 0) -> Any:  # noqa: ANN401
+            return new(klass, unpack(buf, offset))
+
+        def pack(self: Any) -> bytes:  # noqa: ANN401
+            return st.pack(*self)
+
+        c.unpack_from = classmethod(unpack_from)
+        c.pack = pack
+        return cls
+
+    return deco

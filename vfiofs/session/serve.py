@@ -46,9 +46,9 @@ YIELD_EVERY = 32  # requests served back to back before other tasks get a turn
 T = TypeVar("T")
 
 
-def mount_device_number(mountpoint: str) -> int:
-    """st_dev of the mount, from /proc/self/mountinfo (stat would ask ourselves)."""
-    target = os.path.realpath(mountpoint)
+def mount_device_number(target: str) -> int:
+    """st_dev of the mount at the real path ``target``, from /proc/self/mountinfo (stat
+    would ask ourselves, and before INIT it would hang)."""
     dev = None
     with open("/proc/self/mountinfo") as f:
         for line in f:
@@ -57,7 +57,7 @@ def mount_device_number(mountpoint: str) -> int:
                 major, minor = fields[2].split(":")
                 dev = os.makedev(int(major), int(minor))
     if dev is None:
-        raise OSError(errno.ENOENT, f"{mountpoint} is not mounted")
+        raise OSError(errno.ENOENT, f"{target} is not mounted")
     return dev
 
 
@@ -79,6 +79,7 @@ class FuseSession:
 
     def __attrs_post_init__(self) -> None:
         self.dispatcher = Dispatcher(self.tree, self.conn, self.procs, self.write)
+        self.dispatcher.tracing = self.trace is not None
 
     @property
     def mount_dev(self) -> int:
@@ -243,6 +244,7 @@ async def serve(
     (SIGINT, SIGTERM) the filesystem is unmounted and every open handle released.
     """
     conn = FuseConnection(max_write=MAX_WRITE)
+    mountpoint = os.path.realpath(mountpoint)  # before mounting: afterwards it would ask us
     fd = mount(mountpoint, options)
     session: FuseSession | None = None
     procs = ProcessTable()

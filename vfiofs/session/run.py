@@ -1,0 +1,101 @@
+"""``vfiofs run -- CMD``: serve the tree and run CMD where tools look for VFIO.
+
+The daemon mounts the tree at a private staging directory, then starts CMD through the
+single-threaded launcher (`vfiofs.launch`): a private mount namespace with the tree bound
+over /dev/vfio, /dev/iommu and the sysfs paths, and a seccomp filter that traps
+``ioctl(VFIO_GROUP_GET_DEVICE_FD)``. The launcher hands the filter's listener back to us;
+a `SeccompSupervisor` thread answers each trapped call: it checks the call as the kernel
+would (on the core thread), opens the device through a hidden node of our mount (so the
+fd is ours and its calls reach the daemon), and installs that fd in the caller.
+
+CMD's exit status is ours. Ctrl-C reaches CMD (same process group); the daemon waits for
+CMD to exit, then unmounts.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+from typing import TextIO
+
+import attrs
+import trio
+
+from ..errors import KernelError
+from ..fs.node import DeviceNode
+from ..fs.tree import Tree
+from ..uaccess import Caller, strndup_user
+from .peer import FdResolver, RequestCaller
+from .seccomp import CONTINUE, SeccompSupervisor
+from .serve import FuseSession, serve
+
+log = logging.getLogger("vfiofs.run")
+
+DEVICE_FD_NODE = ".vfiofs/device-fd"
+
+
+@attrs.define(eq=False)
+class DeviceFdBroker:
+    """Hands a device file prepared on the core thread to the supervisor thread's open()
+    of the hidden node: the open is matched by the opening thread's id."""
+
+    pending: dict[int, object] = attrs.Factory(dict)
+
+    def install(self, tree: Tree) -> None:
+        hidden = tree.root.mkdir(".vfiofs", 0o700)
+        hidden.add("device-fd", DeviceNode(mode=stat.S_IFREG | 0o600, opener=self.open))
+
+    def open(self, caller: Caller, flags: int) -> object:
+        if caller.tgid != os.getpid():
+            raise KernelError(errno.EACCES, "internal node")
+        file = self.pending.pop(caller.tid, None)
+        if file is None:
+            raise KernelError(errno.ENODEV, "no device fd pending for this thread")
+        return file
+
+
+@attrs.define(eq=False)
+class GetDeviceFd:
+    """The supervisor's handler for one trapped VFIO_GROUP_GET_DEVICE_FD."""
+
+    session: FuseSession
+    broker: DeviceFdBroker
+    resolver: FdResolver
+
+    def __call__(self, tid: int, fd: int, name_ptr: int) -> object:
+        """Runs in the supervisor thread. Returns the daemon-side fd to install, or
+        CONTINUE when the fd is not one of our group files; raises KernelError."""
+        session = self.session
+        tgid = session.call_in_core(lambda: session.procs.tgid(tid))
+        kind, fh = self.resolver.resolve(tgid, [fd])[fd]
+        if kind != "ours":
+            return CONTINUE  # not our file: the real ioctl runs (and fails as it would)
+        me = threading.get_native_id()  # the open() below comes from this thread
+
+        def prepare() -> bool:
+            from ..vfio.group import VfioGroupFile
+
+            handle = session.tree.handles.get(fh)
+            if handle is None or not isinstance(handle.file, VfioGroupFile):
+                return False  # ours but not a group: our own FUSE ioctl answers it
+            caller = RequestCaller(tid, 0, 0, session.procs)
+            name = strndup_user(caller, name_ptr).decode(errors="replace")
+            self.broker.pending[me] = handle.file.get_device_fd(caller, name)
+            return True
+
+        if not session.call_in_core(prepare):
+            return CONTINUE
+        try:
+            path = os.path.join(session.mountpoint, DEVICE_FD_NODE)
+            return os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError as e:
+            session.call_in_core(lambda: self.broker.pending.pop(me, None))
+            raise KernelError(e.errno or errno.EIO, "opening the device node") from None
