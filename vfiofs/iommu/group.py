@@ -1,0 +1,74 @@
+"""`IommuGroup`: the smallest set of devices the IOMMU can isolate (drivers/iommu/iommu.c):
+its reserved regions, the domain it is attached to, and who owns its DMA."""
+
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+import attrs
+
+from ..errors import KernelError
+from .domain import IommuDomain
+
+MSI_WINDOW = (0xFEE00000, 0xFEEFFFFF, "msi")  # the x86 interrupt window
+DMA_SAFE_DRIVERS = frozenset({"vfio-pci", "pci-stub", ""})
+
+
+@attrs.define(eq=False)
+class IommuGroup:
+    """An IOMMU group. ``noiommu`` groups (vfio's fake groups) translate nothing."""
+
+    id: int
+    noiommu: bool = False
+    devices: list[Any] = attrs.Factory(list)
+    domain: IommuDomain | None = None
+    owner: object | None = None
+    reserved_regions: list[tuple[int, int, str]] = attrs.Factory(list)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.noiommu and not self.reserved_regions:
+            self.reserved_regions.append(MSI_WINDOW)
+
+    @property
+    def name(self) -> str | None:
+        return "vfio-noiommu" if self.noiommu else None
+
+    def viable(self) -> bool:
+        """No device of the group is bound to a driver that does its own DMA."""
+        return all(getattr(d, "driver", "") in DMA_SAFE_DRIVERS for d in self.devices)
+
+    def claim_dma_owner(self, owner: object) -> None:
+        """``iommu_group_claim_dma_owner``: EPERM when a kernel driver does DMA through
+        the group, EBUSY when another user owns it."""
+        if self.owner is owner:
+            return
+        if self.owner is not None:
+            raise KernelError(errno.EBUSY, f"iommu group {self.id} is owned by another user")
+        if not self.viable():
+            raise KernelError(errno.EPERM, f"iommu group {self.id} has a device bound to a host driver")
+        self.owner = owner
+
+    def release_dma_owner(self, owner: object) -> None:
+        if self.owner is owner:
+            self.owner = None
+            self.domain = None
+
+    def attach_domain(self, domain: IommuDomain | None) -> None:
+        self.domain = domain
+
+
+@attrs.define(eq=False)
+class IommuGroups:
+    """Group ids: lowest free from 0."""
+
+    groups: dict[int, IommuGroup] = attrs.Factory(dict)
+
+    def alloc_id(self) -> int:
+        return next(i for i in range(len(self.groups) + 1) if i not in self.groups)
+
+    def add(self, group: IommuGroup) -> IommuGroup:
+        if group.id in self.groups:
+            raise ValueError(f"iommu group {group.id} exists")
+        self.groups[group.id] = group
+        return group

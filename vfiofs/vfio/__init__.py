@@ -1,0 +1,1 @@
+"""The simulated vfio core, split as the kernel's drivers/vfio/ is."""

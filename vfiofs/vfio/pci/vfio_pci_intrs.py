@@ -1,0 +1,170 @@
+"""Mirror of drivers/vfio/pci/vfio_pci_intrs.c: SET_IRQS and interrupt delivery.
+
+Each IRQ index (INTx, MSI, MSI-X, ERR, REQ) has per-vector eventfd triggers; the device's
+interrupts signal the eventfd of that vector only. INTx is level-triggered and automasked:
+a trigger masks it until userspace unmasks.
+"""
+
+from __future__ import annotations
+
+import errno
+import struct
+from typing import Any
+
+import attrs
+
+from ...abi import vfio as V
+from ...errors import KernelError
+from ...uaccess import Caller, EventFd, ForeignFile
+
+DATA_MASK = V.VFIO_IRQ_SET_DATA_TYPE_MASK
+ACTION_MASK = V.VFIO_IRQ_SET_ACTION_TYPE_MASK
+
+
+@attrs.define(eq=False)
+class IrqState:
+    """The interrupt state of one open device."""
+
+    triggers: dict[tuple[int, int], EventFd] = attrs.Factory(dict)  # (index, vector)
+    enabled: dict[int, int] = attrs.Factory(dict)  # index -> vectors enabled
+    intx_masked: bool = False
+    intx_pending: bool = False
+
+    def signal(self, index: int, vector: int) -> None:
+        """The device raised ``vector`` of ``index``."""
+        if index == V.VFIO_PCI_INTX_IRQ_INDEX:
+            if self.intx_masked:
+                self.intx_pending = True
+                return
+            ev = self.triggers.get((index, 0))
+            if ev is not None:
+                self.intx_masked = True  # automasked until UNMASK
+                ev.signal()
+            return
+        ev = self.triggers.get((index, vector))
+        if ev is not None:
+            ev.signal()
+
+    def disable(self, index: int) -> None:
+        for key in [k for k in self.triggers if k[0] == index]:
+            self.triggers.pop(key).close()
+        self.enabled.pop(index, None)
+        if index == V.VFIO_PCI_INTX_IRQ_INDEX:
+            self.intx_masked = self.intx_pending = False
+
+    def close(self) -> None:
+        for index in list(self.enabled) + [k[0] for k in self.triggers]:
+            self.disable(index)
+
+
+def irq_count(pdev: Any, index: int) -> int:  # noqa: ANN401
+    """vfio_pci_get_irq_count()."""
+    irqs = pdev.spec.irqs
+    if index == V.VFIO_PCI_INTX_IRQ_INDEX:
+        return 1 if irqs.intx else 0
+    if index == V.VFIO_PCI_MSI_IRQ_INDEX:
+        return int(irqs.msi)
+    if index == V.VFIO_PCI_MSIX_IRQ_INDEX:
+        return int(irqs.msix)
+    if index == V.VFIO_PCI_ERR_IRQ_INDEX:
+        return 1 if pdev.spec.pcie else 0
+    if index == V.VFIO_PCI_REQ_IRQ_INDEX:
+        return 1
+    return 0
+
+
+def vfio_pci_set_irqs(state: IrqState, pdev: Any, caller: Caller, arg: int, hdr: V.VfioIrqSet) -> int:  # noqa: ANN401
+    """VFIO_DEVICE_SET_IRQS: vfio_set_irqs_validate_and_prepare() then the per-index
+    handler. Eventfds are fetched before any state changes."""
+    max_count = irq_count(pdev, hdr.index) if hdr.index < V.VFIO_PCI_NUM_IRQS else 0
+    # vfio_set_irqs_validate_and_prepare(), in its order
+    if (
+        hdr.argsz < V.VfioIrqSet.SIZE
+        or hdr.index >= V.VFIO_PCI_NUM_IRQS
+        or hdr.count >= 0xFFFFFFFF - hdr.start
+        or hdr.flags & ~(DATA_MASK | ACTION_MASK)
+    ):
+        raise KernelError(errno.EINVAL, "argsz, index, count or flags")
+    if hdr.start >= max_count or hdr.start + hdr.count > max_count:
+        raise KernelError(errno.EINVAL, f"start/count outside the {max_count} vectors")
+    data_type, action = hdr.flags & DATA_MASK, hdr.flags & ACTION_MASK
+    if data_type not in (V.VFIO_IRQ_SET_DATA_NONE, V.VFIO_IRQ_SET_DATA_BOOL, V.VFIO_IRQ_SET_DATA_EVENTFD):
+        raise KernelError(errno.EINVAL, "exactly one DATA flag")
+    if action not in (V.VFIO_IRQ_SET_ACTION_MASK, V.VFIO_IRQ_SET_ACTION_UNMASK, V.VFIO_IRQ_SET_ACTION_TRIGGER):
+        # kernel: vfio_pci_set_irqs_ioctl() finds no handler
+        raise KernelError(errno.ENOTTY, "exactly one ACTION flag")
+    size = {V.VFIO_IRQ_SET_DATA_NONE: 0, V.VFIO_IRQ_SET_DATA_BOOL: 1, V.VFIO_IRQ_SET_DATA_EVENTFD: 4}[data_type]
+    if size and hdr.argsz - V.VfioIrqSet.SIZE < size * hdr.count:
+        raise KernelError(errno.EINVAL, "argsz too small for the data")
+    data = caller.copy_from_user(arg + V.VfioIrqSet.SIZE, size * hdr.count) if size else b""
+    index, start, count = hdr.index, hdr.start, hdr.count
+    # fetch every eventfd first (uaccess rule: before any state change)
+    fds: list[int] = []
+    refs: list[Any] = []
+    if data_type == V.VFIO_IRQ_SET_DATA_EVENTFD:
+        fds = list(struct.unpack(f"<{count}i", data))
+        wanted = [fd for fd in fds if fd >= 0]
+        refs = caller.fget_many(wanted)
+        for ref in refs:
+            if not isinstance(ref, ForeignFile) or ref.kind != "eventfd":
+                raise KernelError(errno.EINVAL, "not an eventfd")
+    if index == V.VFIO_PCI_INTX_IRQ_INDEX:
+        if action == V.VFIO_IRQ_SET_ACTION_MASK:
+            return _intx_mask(state, data_type, data, count, mask=True)
+        if action == V.VFIO_IRQ_SET_ACTION_UNMASK:
+            if data_type == V.VFIO_IRQ_SET_DATA_EVENTFD:
+                raise KernelError(errno.EINVAL, "unmask via eventfd (irqfd) is not emulated")
+            return _intx_mask(state, data_type, data, count, mask=False)
+    elif index in (V.VFIO_PCI_MSI_IRQ_INDEX, V.VFIO_PCI_MSIX_IRQ_INDEX):
+        if action != V.VFIO_IRQ_SET_ACTION_TRIGGER:
+            raise KernelError(errno.ENOTTY, "MSI/MSI-X support only TRIGGER")
+        if V.VFIO_PCI_INTX_IRQ_INDEX in state.enabled and count:
+            raise KernelError(errno.EINVAL, "INTx is enabled")
+        other = V.VFIO_PCI_MSIX_IRQ_INDEX if index == V.VFIO_PCI_MSI_IRQ_INDEX else V.VFIO_PCI_MSI_IRQ_INDEX
+        if other in state.enabled and count:
+            raise KernelError(errno.EINVAL, "the other MSI kind is enabled")
+    elif action != V.VFIO_IRQ_SET_ACTION_TRIGGER:
+        raise KernelError(errno.ENOTTY, "ERR/REQ support only TRIGGER")
+    if action != V.VFIO_IRQ_SET_ACTION_TRIGGER:
+        raise KernelError(errno.ENOTTY)
+    # TRIGGER
+    if count == 0 and data_type == V.VFIO_IRQ_SET_DATA_NONE:
+        state.disable(index)
+        return 0
+    if index == V.VFIO_PCI_INTX_IRQ_INDEX and (
+        V.VFIO_PCI_MSI_IRQ_INDEX in state.enabled or V.VFIO_PCI_MSIX_IRQ_INDEX in state.enabled
+    ):
+        raise KernelError(errno.EINVAL, "MSI is enabled")
+    if data_type == V.VFIO_IRQ_SET_DATA_EVENTFD:
+        it = iter(refs)
+        for i, fd in enumerate(fds):
+            key = (index, start + i)
+            old = state.triggers.pop(key, None)
+            if old is not None:
+                old.close()
+            if fd >= 0:
+                state.triggers[key] = next(it).take_eventfd()
+        state.enabled[index] = max(state.enabled.get(index, 0), start + count)
+        return 0
+    # DATA_NONE / DATA_BOOL: loopback triggers, as if the device fired
+    for i in range(count):
+        if data_type == V.VFIO_IRQ_SET_DATA_NONE or data[i]:
+            state.signal(index, start + i)
+    return 0
+
+
+def _intx_mask(state: IrqState, data_type: int, data: bytes, count: int, *, mask: bool) -> int:
+    if count != 1 and not (count == 0 and data_type == V.VFIO_IRQ_SET_DATA_NONE):
+        raise KernelError(errno.EINVAL, "INTx has one vector")
+    if data_type == V.VFIO_IRQ_SET_DATA_BOOL and not data[0]:
+        return 0
+    if data_type == V.VFIO_IRQ_SET_DATA_EVENTFD:
+        raise KernelError(errno.EINVAL, "INTx mask via eventfd")
+    if mask:
+        state.intx_masked = True
+    else:
+        state.intx_masked = False
+        if state.intx_pending:
+            state.intx_pending = False
+            state.signal(V.VFIO_PCI_INTX_IRQ_INDEX, 0)
+    return 0

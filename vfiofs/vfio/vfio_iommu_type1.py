@@ -1,0 +1,329 @@
+"""Mirror of drivers/vfio/vfio_iommu_type1.c: the type1 / type1v2 IOMMU backend.
+
+One `IommuDomain` per container holds every attached group, so device DMA translates
+through its page table. Like the kernel's rb-tree of ``vfio_dma``, the backend keeps one
+record per MAP_DMA call (a 1 GiB map is one record, not 262,144); the page table holds the
+translation. Every check of MAP_DMA and UNMAP_DMA comes in the kernel's order with its
+errno (vfio-abi.md §3.6); pages are charged to the mapping process's RLIMIT_MEMLOCK.
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno
+import logging
+from typing import Any
+
+import attrs
+
+from ..abi import vfio as V
+from ..errors import KernelError
+from ..iommu.domain import IommuDomain
+from ..iommu.pagetable import IOMMU_READ, IOMMU_WRITE
+from ..ioctl_table import ArgKind, IoctlOp, IoctlTable, Ucmd
+from ..uaccess import CAP_IPC_LOCK, AddressSpace, Caller
+from .vfio_main import VfioCore
+
+log = logging.getLogger("vfiofs.type1")
+U64_MAX = (1 << 64) - 1
+DIRTY_BITMAP_SIZE_MAX = 256 << 20  # bytes (vfio_iommu_type1.c)
+
+
+@attrs.define(eq=False)
+class VfioDma:
+    """One MAP_DMA call (``struct vfio_dma``)."""
+
+    iova: int
+    size: int
+    vaddr: int
+    prot: int
+    mm: AddressSpace
+    vaddr_invalid: bool = False
+
+    @property
+    def end(self) -> int:
+        return self.iova + self.size
+
+
+@attrs.define(eq=False)
+class VfioIommuType1:
+    """``struct vfio_iommu``: the type1 backend of one container."""
+
+    core: VfioCore
+    v2: bool = True
+    domain: IommuDomain = attrs.field(init=False)
+    groups: list[Any] = attrs.Factory(list)
+    dmas: list[VfioDma] = attrs.Factory(list)  # sorted by iova
+    dma_avail: int = attrs.field(init=False)
+    dirty_tracking: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        self.domain = IommuDomain(self.core.options.address_width)
+        self.dma_avail = self.core.options.dma_entry_limit
+
+    @property
+    def pgsize_bitmap(self) -> int:
+        return self.domain.pgsize_bitmap
+
+    @property
+    def pgsize(self) -> int:
+        return self.pgsize_bitmap & -self.pgsize_bitmap
+
+    @staticmethod
+    def supports(ext: int) -> int:
+        return 1 if ext in (V.VFIO_TYPE1_IOMMU, V.VFIO_TYPE1v2_IOMMU, V.VFIO_UNMAP_ALL) else 0
+
+    def check_extension(self, ext: int) -> int:
+        if ext in (V.VFIO_TYPE1_IOMMU, V.VFIO_TYPE1v2_IOMMU, V.VFIO_UNMAP_ALL, V.VFIO_UPDATE_VADDR):
+            return 1
+        if ext == V.VFIO_DMA_CC_IOMMU:
+            return int(self.domain.enforce_cache_coherency)
+        return 0
+
+    def ioctl_name(self, cmd: int) -> str | None:
+        return IOCTLS.name(cmd)
+
+    def ioctl(self, caller: Caller, cmd: int, arg: int) -> int:
+        if cmd == V.VFIO_CHECK_EXTENSION:
+            return self.check_extension(arg)
+        return IOCTLS.dispatch(self, caller, cmd, arg)
+
+    # --- IOVA ranges -------------------------------------------------------------------
+
+    def iova_ranges(self) -> list[tuple[int, int]]:
+        """Valid IOVA ranges: the aperture minus every group's reserved regions."""
+        ranges = [(self.domain.aperture_start, self.domain.aperture_end)]
+        for g in self.groups:
+            for start, last, kind in g.iommu_group.reserved_regions:
+                if kind == "direct-relaxable":
+                    continue
+                out = []
+                for lo, hi in ranges:
+                    if last < lo or start > hi:
+                        out.append((lo, hi))
+                        continue
+                    if lo < start:
+                        out.append((lo, start - 1))
+                    if last < hi:
+                        out.append((last + 1, hi))
+                ranges = out
+        return ranges
+
+    def _overlapping(self, iova: int, end: int) -> list[VfioDma]:
+        i = bisect.bisect_left(self.dmas, iova, key=lambda d: d.end)
+        # the first record ending after iova; walk while records start before end
+        out = []
+        while i < len(self.dmas) and self.dmas[i].iova < end:
+            if self.dmas[i].end > iova:
+                out.append(self.dmas[i])
+            i += 1
+        return out
+
+    # --- groups ------------------------------------------------------------------------
+
+    def attach_group(self, group: Any) -> None:  # noqa: ANN401
+        """``vfio_iommu_type1_attach_group`` (§3.6.6)."""
+        if any(d.vaddr_invalid for d in self.dmas):
+            raise KernelError(errno.EBUSY, "a vaddr is invalidated")
+        if group in self.groups:
+            raise KernelError(errno.EINVAL, "group already attached")
+        for start, last, kind in group.iommu_group.reserved_regions:
+            if kind != "direct-relaxable" and self._overlapping(start, last + 1):
+                raise KernelError(errno.EINVAL, "reserved region overlaps an existing mapping")
+        self.groups.append(group)
+        group.iommu_group.attach_domain(self.domain)
+
+    def detach_group(self, group: Any) -> None:  # noqa: ANN401
+        if group in self.groups:
+            self.groups.remove(group)
+            group.iommu_group.attach_domain(None)
+
+    def release(self) -> None:
+        """The last group left the container: drop every mapping."""
+        for dma in list(self.dmas):
+            self._remove(dma)
+        for group in list(self.groups):
+            self.detach_group(group)
+
+    def _remove(self, dma: VfioDma) -> None:
+        self.domain.unmap(dma.iova, dma.size)
+        dma.mm.locked_vm -= dma.size
+        self.dmas.remove(dma)
+        self.dma_avail += 1
+
+
+def _caps_chain(caps: list[Any], base: int) -> bytes:
+    """Lay capabilities out back to back after the fixed struct (vfio_info_add_capability)."""
+    out = bytearray()
+    offsets = []
+    for cap in caps:
+        offsets.append(base + len(out))
+        out += cap.pack() if not isinstance(cap, bytes) else cap
+    for i, off in enumerate(offsets):
+        nxt = offsets[i + 1] if i + 1 < len(offsets) else 0
+        rel = off - base
+        out[rel + 4 : rel + 8] = nxt.to_bytes(4, "little")
+    return bytes(out)
+
+
+def vfio_iommu_type1_get_info(it: VfioIommuType1, ucmd: Ucmd) -> int:
+    info = ucmd.cmd
+    ranges = it.iova_ranges()
+    caps: list[Any] = [
+        V.VfioIommuType1InfoCapMigration(flags=1, pgsize_bitmap=it.pgsize_bitmap, max_dirty_bitmap_size=DIRTY_BITMAP_SIZE_MAX),
+        V.VfioIommuType1InfoDmaAvail(avail=it.dma_avail),
+    ]
+    if ranges:
+        iova = V.VfioIommuType1InfoCapIovaRange(nr_iovas=len(ranges)).pack()
+        iova += b"".join(V.VfioIovaRange(lo, hi).pack() for lo, hi in ranges)
+        caps.append(iova)
+    base = V.VfioIommuType1Info.SIZE
+    chain = _caps_chain(caps, base)
+    flags = V.VFIO_IOMMU_INFO_PGSIZES | V.VFIO_IOMMU_INFO_CAPS
+    argsz, cap_offset = info.argsz, 0
+    if argsz < base + len(chain):
+        argsz = base + len(chain)  # tell the user how much to allocate
+    else:
+        cap_offset = base
+        ucmd.copy_to(base, chain)
+    out = V.VfioIommuType1Info(argsz, flags, it.pgsize_bitmap, cap_offset, 0)
+    # cap_offset exists only for callers whose argsz covers it (minsz is 16)
+    ucmd.caller.copy_to_user(ucmd.arg, out.pack()[: base if info.argsz >= base else 16])
+    return 0
+
+
+def vfio_dma_do_map(it: VfioIommuType1, ucmd: Ucmd) -> int:
+    m = ucmd.cmd
+    caller = ucmd.caller
+    known = V.VFIO_DMA_MAP_FLAG_READ | V.VFIO_DMA_MAP_FLAG_WRITE | V.VFIO_DMA_MAP_FLAG_VADDR
+    if m.flags & ~known:
+        raise KernelError(errno.EINVAL, "unknown MAP_DMA flags")
+    iova, vaddr, size = m.iova, m.vaddr, m.size
+    if size == 0:
+        raise KernelError(errno.EINVAL, "size 0")
+    if iova + size - 1 > U64_MAX or vaddr + size - 1 > U64_MAX:
+        raise KernelError(errno.EOVERFLOW, "range wraps")
+    rw = m.flags & (V.VFIO_DMA_MAP_FLAG_READ | V.VFIO_DMA_MAP_FLAG_WRITE)
+    set_vaddr = m.flags & V.VFIO_DMA_MAP_FLAG_VADDR
+    if (rw and set_vaddr) or (not rw and not set_vaddr):
+        raise KernelError(errno.EINVAL, "need READ/WRITE, or VADDR alone")
+    pg = it.pgsize
+    if (size | iova | vaddr) & (pg - 1):
+        raise KernelError(errno.EINVAL, f"not aligned to {pg:#x}")
+    end = iova + size
+    if set_vaddr:
+        found = it._overlapping(iova, end)
+        if not found:
+            raise KernelError(errno.ENOENT, "no mapping to update")
+        dma = found[0]
+        if len(found) > 1 or dma.iova != iova or dma.size != size or not dma.vaddr_invalid:
+            raise KernelError(errno.EINVAL, "VADDR must match one invalidated mapping")
+        caller.mm.check_range(vaddr, size, write=bool(dma.prot & IOMMU_WRITE))
+        it.domain.unmap(iova, size)
+        it.domain.map(iova, size, caller.mm, vaddr, dma.prot)
+        dma.mm.locked_vm -= size
+        caller.mm.locked_vm += size
+        dma.vaddr, dma.mm, dma.vaddr_invalid = vaddr, caller.mm, False
+        return 0
+    if it._overlapping(iova, end):
+        raise KernelError(errno.EEXIST, f"{iova:#x}+{size:#x} overlaps a mapping")
+    if not it.dma_avail:
+        raise KernelError(errno.ENOSPC, "dma_entry_limit reached")
+    ranges = it.iova_ranges()
+    if ranges and not any(lo <= iova and end - 1 <= hi for lo, hi in ranges):
+        raise KernelError(errno.EINVAL, f"{iova:#x}+{size:#x} outside the valid IOVA ranges")
+    prot = (IOMMU_READ if m.flags & V.VFIO_DMA_MAP_FLAG_READ else 0) | (
+        IOMMU_WRITE if m.flags & V.VFIO_DMA_MAP_FLAG_WRITE else 0)
+    mm = caller.mm
+    # pinning: the pages must be mapped in the caller (EFAULT) and fit RLIMIT_MEMLOCK
+    mm.check_range(vaddr, size, write=bool(prot & IOMMU_WRITE))
+    limit = mm.memlock_limit()
+    if limit >= 0 and mm.locked_vm + size > limit and not caller.capable(CAP_IPC_LOCK):
+        log.warning("RLIMIT_MEMLOCK (%d) exceeded by process %d", limit, mm.tgid)
+        raise KernelError(errno.ENOMEM, "RLIMIT_MEMLOCK exceeded")
+    it.domain.map(iova, size, mm, vaddr, prot)
+    mm.locked_vm += size
+    dma = VfioDma(iova, size, vaddr, prot, mm)
+    bisect.insort(it.dmas, dma, key=lambda d: d.iova)
+    it.dma_avail -= 1
+    return 0
+
+
+def vfio_dma_do_unmap(it: VfioIommuType1, ucmd: Ucmd) -> int:
+    u = ucmd.cmd
+    known = V.VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP | V.VFIO_DMA_UNMAP_FLAG_ALL | V.VFIO_DMA_UNMAP_FLAG_VADDR
+    if u.flags & ~known:
+        raise KernelError(errno.EINVAL, "unknown UNMAP_DMA flags")
+    dirty = u.flags & V.VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP
+    unmap_all = u.flags & V.VFIO_DMA_UNMAP_FLAG_ALL
+    inval = u.flags & V.VFIO_DMA_UNMAP_FLAG_VADDR
+    if dirty and (unmap_all or inval):
+        raise KernelError(errno.EINVAL, "GET_DIRTY_BITMAP with ALL or VADDR")
+    if dirty and ucmd.argsz < V.VfioIommuType1DmaUnmap.SIZE + V.VfioBitmap.SIZE:
+        raise KernelError(errno.EINVAL, "argsz too small for the bitmap")
+    pg = it.pgsize
+    iova, size = u.iova, u.size
+    if iova & (pg - 1):
+        raise KernelError(errno.EINVAL, "unaligned iova")
+    if unmap_all:
+        if iova or size:
+            raise KernelError(errno.EINVAL, "ALL needs iova = size = 0")
+        end = 1 << 64
+    else:
+        if size == 0 or size & (pg - 1):
+            raise KernelError(errno.EINVAL, "size 0 or unaligned")
+        if iova + size - 1 > U64_MAX:
+            raise KernelError(errno.EOVERFLOW, "range wraps")
+        end = iova + size
+    if dirty and not it.dirty_tracking:
+        raise KernelError(errno.EINVAL, "dirty tracking is off")
+    found = it._overlapping(iova, end)
+    if it.v2 and not unmap_all and found:
+        if found[0].iova < iova or found[-1].end > end:
+            raise KernelError(errno.EINVAL, "type1v2 cannot split a mapping")
+    if not it.v2 and found and found[0].iova < iova:
+        # v1: a mapping that starts before iova stops the walk: nothing unmapped
+        found = []
+    if not it.v2:
+        found = [d for d in found if d.iova < end]
+    unmapped = 0
+    if inval:
+        if any(d.vaddr_invalid for d in found):
+            raise KernelError(errno.EINVAL, "vaddr already invalidated")
+        for d in found:
+            d.vaddr_invalid = True
+            unmapped += d.size
+    else:
+        for d in found:
+            unmapped += d.size
+            it._remove(d)
+    out = V.VfioIommuType1DmaUnmap(u.argsz, u.flags, u.iova, unmapped)
+    ucmd.caller.copy_to_user(ucmd.arg, out.pack())
+    return 0
+
+
+def vfio_iommu_type1_dirty_pages(it: VfioIommuType1, ucmd: Ucmd) -> int:
+    d = ucmd.cmd
+    allowed = (V.VFIO_IOMMU_DIRTY_PAGES_FLAG_START | V.VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP
+               | V.VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP)
+    if not it.v2:
+        raise KernelError(errno.EACCES, "dirty tracking needs type1v2")
+    if d.flags & ~allowed or bin(d.flags).count("1") != 1:
+        raise KernelError(errno.EINVAL, "exactly one of START, STOP, GET_BITMAP")
+    if d.flags & V.VFIO_IOMMU_DIRTY_PAGES_FLAG_START:
+        it.dirty_tracking = True
+        return 0
+    if d.flags & V.VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP:
+        it.dirty_tracking = False
+        return 0
+    raise KernelError(errno.EINVAL, "GET_BITMAP is not emulated")
+
+
+IOCTLS: IoctlTable[VfioIommuType1] = IoctlTable(
+    [
+        IoctlOp(V.VFIO_IOMMU_DIRTY_PAGES, "VFIO_IOMMU_DIRTY_PAGES", vfio_iommu_type1_dirty_pages, ArgKind.ARGSZ, V.VfioIommuType1DirtyBitmap, "flags"),
+        IoctlOp(V.VFIO_IOMMU_GET_INFO, "VFIO_IOMMU_GET_INFO", vfio_iommu_type1_get_info, ArgKind.ARGSZ, V.VfioIommuType1Info, "iova_pgsizes"),
+        IoctlOp(V.VFIO_IOMMU_MAP_DMA, "VFIO_IOMMU_MAP_DMA", vfio_dma_do_map, ArgKind.ARGSZ, V.VfioIommuType1DmaMap, "size"),
+        IoctlOp(V.VFIO_IOMMU_UNMAP_DMA, "VFIO_IOMMU_UNMAP_DMA", vfio_dma_do_unmap, ArgKind.ARGSZ, V.VfioIommuType1DmaUnmap, "size"),
+    ]
+)
