@@ -15,8 +15,10 @@ CMD to exit, then unmounts.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -24,16 +26,16 @@ import subprocess
 import sys
 import tempfile
 import threading
-from typing import TextIO
+from typing import Any, TextIO
 
 import attrs
 import trio
 
 from ..errors import KernelError
-from ..fs.node import DeviceNode
+from ..fs.node import DeviceNode, OpenFile
 from ..fs.tree import Tree
 from ..uaccess import Caller, strndup_user
-from .peer import FdResolver, RequestCaller
+from .peer import RequestCaller
 from .seccomp import CONTINUE, SeccompSupervisor
 from .serve import FuseSession, serve
 
@@ -47,13 +49,13 @@ class DeviceFdBroker:
     """Hands a device file prepared on the core thread to the supervisor thread's open()
     of the hidden node: the open is matched by the opening thread's id."""
 
-    pending: dict[int, object] = attrs.Factory(dict)
+    pending: dict[int, OpenFile] = attrs.Factory(dict)
 
     def install(self, tree: Tree) -> None:
         hidden = tree.root.mkdir(".vfiofs", 0o700)
         hidden.add("device-fd", DeviceNode(mode=stat.S_IFREG | 0o600, opener=self.open))
 
-    def open(self, caller: Caller, flags: int) -> object:
+    def open(self, caller: Caller, flags: int) -> OpenFile:
         if caller.tgid != os.getpid():
             raise KernelError(errno.EACCES, "internal node")
         file = self.pending.pop(caller.tid, None)
@@ -68,14 +70,13 @@ class GetDeviceFd:
 
     session: FuseSession
     broker: DeviceFdBroker
-    resolver: FdResolver
 
-    def __call__(self, tid: int, fd: int, name_ptr: int) -> object:
+    def __call__(self, tid: int, fd: int, name_ptr: int) -> Any:  # noqa: ANN401
         """Runs in the supervisor thread. Returns the daemon-side fd to install, or
         CONTINUE when the fd is not one of our group files; raises KernelError."""
         session = self.session
         tgid = session.call_in_core(lambda: session.procs.tgid(tid))
-        kind, fh = self.resolver.resolve(tgid, [fd])[fd]
+        kind, fh = session.resolver.resolve(tgid, [fd])[fd]
         if kind != "ours":
             return CONTINUE  # not our file: the real ioctl runs (and fails as it would)
         me = threading.get_native_id()  # the open() below comes from this thread
@@ -97,5 +98,57 @@ class GetDeviceFd:
             path = os.path.join(session.mountpoint, DEVICE_FD_NODE)
             return os.open(path, os.O_RDWR | os.O_CLOEXEC)
         except OSError as e:
-            session.call_in_core(lambda: self.broker.pending.pop(me, None))
+            def drop() -> None:
+                df = self.broker.pending.pop(me, None)
+                if df is not None:
+                    df.release()
+
+            session.call_in_core(drop)
             raise KernelError(e.errno or errno.EIO, "opening the device node") from None
+
+
+def run(machine: Any, cmd: list[str], *, trace: TextIO | None = None) -> int:  # noqa: ANN401
+    """Serve ``machine`` and run ``cmd`` under it; CMD's exit status."""
+    staging = tempfile.mkdtemp(prefix="vfiofs-run-")
+    mnt, scratch = os.path.join(staging, "mnt"), os.path.join(staging, "scratch")
+    os.mkdir(mnt)
+    os.mkdir(scratch)
+    broker = DeviceFdBroker()
+    broker.install(machine.tree)
+    try:
+        return trio.run(functools.partial(_run, machine, cmd, mnt, scratch, broker, trace))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+async def _run(machine: Any, cmd: list[str], mnt: str, scratch: str, broker: DeviceFdBroker, trace: TextIO | None) -> int:  # noqa: ANN401
+    async with trio.open_nursery() as nursery:
+        session: FuseSession = await nursery.start(
+            functools.partial(serve, machine.tree, mnt, trace=trace, on_ready=machine.attach)
+        )
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        with ours:
+            with theirs:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "vfiofs.launch", mnt, scratch, str(theirs.fileno()), *cmd],
+                    pass_fds=[theirs.fileno()],
+                )
+            _, fds, _, _ = await trio.to_thread.run_sync(socket.recv_fds, ours, 1, 1)
+        supervisor = None
+        if fds:
+            supervisor = SeccompSupervisor(fds[0], GetDeviceFd(session, broker))
+            supervisor.start()
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+
+            async def forward() -> None:
+                async for signum in signals:
+                    # SIGINT from a terminal reaches CMD itself (same process group)
+                    if signum != signal.SIGINT and proc.poll() is None:
+                        proc.send_signal(signum)
+
+            nursery.start_soon(forward)
+            rc = await trio.to_thread.run_sync(proc.wait)
+        if supervisor is not None:
+            supervisor.stop()
+        nursery.cancel_scope.cancel()
+    return rc if rc >= 0 else 128 - rc
