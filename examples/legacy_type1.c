@@ -3,6 +3,7 @@
  *
  *   usage: legacy_type1 GROUP BDF        e.g. legacy_type1 0 0000:00:04.0
  *
+ * VFIO_ROOT, if set, is prepended to /dev/vfio/... (a plain `vfiofs mount` point).
  * Prints one line per step ("ok ..." or "FAIL ...") and exits non-zero on the first
  * failure. Run it under `vfiofs run` (GET_DEVICE_FD needs the fd injection). */
 #define _GNU_SOURCE
@@ -25,14 +26,16 @@ static int failures;
 
 int main(int argc, char **argv) {
     if (argc < 3) { fprintf(stderr, "usage: %s GROUP BDF\n", argv[0]); return 2; }
-    char path[64];
-    int container = open("/dev/vfio/vfio", O_RDWR);
-    CHECK(container >= 0, "open /dev/vfio/vfio");
+    const char *root = getenv("VFIO_ROOT") ? getenv("VFIO_ROOT") : "";
+    char path[4096];
+    snprintf(path, sizeof path, "%s/dev/vfio/vfio", root);
+    int container = open(path, O_RDWR);
+    CHECK(container >= 0, "open %s", path);
     CHECK(ioctl(container, VFIO_GET_API_VERSION) == VFIO_API_VERSION, "VFIO_GET_API_VERSION");
     CHECK(ioctl(container, VFIO_CHECK_EXTENSION, VFIO_TYPE1_IOMMU) == 1, "CHECK_EXTENSION(TYPE1)");
     CHECK(ioctl(container, VFIO_CHECK_EXTENSION, VFIO_TYPE1v2_IOMMU) == 1, "CHECK_EXTENSION(TYPE1v2)");
 
-    snprintf(path, sizeof path, "/dev/vfio/%s", argv[1]);
+    snprintf(path, sizeof path, "%s/dev/vfio/%s", root, argv[1]);
     int group = open(path, O_RDWR);
     CHECK(group >= 0, "open %s", path);
     struct vfio_group_status status = {.argsz = sizeof status};

@@ -66,6 +66,7 @@ class VfioTree:
         sys_.mkdir("bus").mkdir("pci").mkdir("devices")
         sys_.mkdir("bus").mkdir("pci").mkdir("drivers").mkdir("vfio-pci")
         sys_.mkdir("kernel").mkdir("iommu_groups")
+        sys_.mkdir("kernel").mkdir("debug").mkdir("vfiofs").mkdir("iommu_groups")
         sys_.mkdir("class").mkdir("vfio-dev")
         sys_.mkdir("class").mkdir("vfio")
         sys_.mkdir("devices").mkdir("virtual").mkdir("vfio")
@@ -106,6 +107,9 @@ class VfioTree:
         cdev.add("uevent", Attribute(mode=stat.S_IFREG | 0o644, show=text(
             f"MAJOR={VFIO_GROUP_MAJOR}\nMINOR={minor}\nDEVNAME=vfio/{group.name}"), store=lambda b: None))
         self._sys("class/vfio").add(group.name, Symlink(target=f"../../devices/virtual/vfio/{group.name}"))
+        # debugfs-style view of what the group's devices can reach (not in a real kernel)
+        dbg = self._sys("kernel/debug/vfiofs/iommu_groups").mkdir(str(ig.id))
+        dbg.add("mappings", Attribute(mode=stat.S_IFREG | 0o400, show=lambda: _mappings_text(ig)))
 
     def group_removed(self, group: Any) -> None:  # noqa: ANN401
         self.group_minors.pop(group.name, None)
@@ -115,6 +119,7 @@ class VfioTree:
         self._sys("kernel/iommu_groups").remove(str(group.iommu_group.id))
         self._sys("devices/virtual/vfio").remove(group.name)
         self._sys("class/vfio").remove(group.name)
+        self._sys("kernel/debug/vfiofs/iommu_groups").remove(str(group.iommu_group.id))
 
     def device_added(self, vdev: VfioDevice) -> None:
         pdev = vdev.dev
@@ -169,6 +174,18 @@ class VfioTree:
             devices = self.root.walk("dev/vfio/devices")
             assert isinstance(devices, Directory)
             devices.remove(name)
+
+
+def _mappings_text(group: Any) -> bytes:  # noqa: ANN401
+    """One line per mapping: ``iova-last pid:vaddr prot``."""
+    if group.domain is None:
+        return b""
+    lines = []
+    for m in group.domain.pagetable.walk():
+        owner = getattr(m.owner, "tgid", m.owner)
+        prot = ("r" if m.prot & 1 else "-") + ("w" if m.prot & 2 else "-")
+        lines.append(f"0x{m.iova:016x}-0x{m.iova + m.size - 1:016x} {owner}:0x{m.vaddr:x} {prot}\n")
+    return "".join(lines).encode()
 
 
 def _resources(pdev: Any) -> list[tuple[int, int, int]]:  # noqa: ANN401

@@ -30,6 +30,7 @@ SYSFS_OVERLAYS: Final = (
     "devices/pci0000:00",
     "devices/virtual",
     "kernel/iommu_groups",
+    "kernel/debug",
     "class",
     "module",
 )
