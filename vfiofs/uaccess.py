@@ -180,7 +180,7 @@ class BytesAddressSpace:
     locked_vm: int = 0
     memlock: int = -1
     readonly: list[tuple[int, int]] = attrs.Factory(list)
-    mem: bytearray = attrs.field(init=False)
+    mem: bytearray = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self.mem = bytearray(self.size)
