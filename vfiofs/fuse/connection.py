@@ -9,6 +9,7 @@ Any input gives a request, `BadRequest`, `Unknown` or `ProtocolError`, nothing e
 from __future__ import annotations
 
 import enum
+import struct
 from typing import Final
 
 from ..abi import fuse_kernel as k
@@ -21,6 +22,7 @@ from ._opcodes import OPCODES
 _IN = k.FuseInHeader.STRUCT  # type: ignore[attr-defined]
 _OUT = k.FuseOutHeader.STRUCT  # type: ignore[attr-defined]
 _IN_SIZE: Final = 40
+_IOCTL_REPLY = struct.Struct("<IiQiIII")
 _new = tuple.__new__
 
 DEFAULT_WANT: Final = (
@@ -46,6 +48,14 @@ _TRANSITIONS: Final = {
 }
 
 
+# opcodes whose body is exactly one fixed struct: decoded without the general path
+_FIXED: Final = {
+    op: (spec.cls, spec.arg, spec.arg.STRUCT.unpack_from, spec.arg.SIZE, spec.rest)
+    for op, spec in OPCODES.items()
+    if spec.arg is not None and not spec.names and op not in (Op.FUSE_INIT, Op.FUSE_WRITE, Op.FUSE_BATCH_FORGET)
+}
+
+
 def _bad(hdr: k.FuseInHeader, why: str) -> rq.BadRequest:
     return _new(rq.BadRequest, (hdr, None, why.encode(), b""))  # type: ignore[no-any-return]
 
@@ -63,6 +73,7 @@ class FuseConnection:
         max_background: int = 64,
     ) -> None:
         self.state = ConnState.AWAITING_INIT
+        self.running = False  # state is RUNNING (checked on every request)
         self.minor = 0
         self.flags = 0  # negotiated init flags (flags2 in the high word)
         self.max_write = max_write
@@ -84,13 +95,25 @@ class FuseConnection:
         if n < _IN_SIZE:
             raise ProtocolError(f"short read: {n} bytes")
         hdr = _new(k.FuseInHeader, _IN.unpack_from(buf))
-        if hdr.len != n:
+        if hdr[0] != n:
             raise ProtocolError(f"header says {hdr.len} bytes, read {n}")
+        if not self.running:
+            self._transition(hdr.opcode)
+        fast = _FIXED.get(hdr[1])
+        if fast is not None and not hdr[7]:
+            # the common case: one fixed struct, no names, no extensions
+            cls, argcls, unpack, size, rest = fast
+            if n - _IN_SIZE == size or (n - _IN_SIZE > size and not rest):
+                return _new(cls, (hdr, _new(argcls, unpack(buf, _IN_SIZE)), b"", b""))  # type: ignore[no-any-return]
+        return self._receive_slow(hdr, buf, n)
+
+    def _transition(self, opcode: int) -> None:
+        nxt = _TRANSITIONS.get((self.state, opcode))
+        if nxt is None:
+            raise ProtocolError(f"opcode {opcode} in state {self.state.value}")
+
+    def _receive_slow(self, hdr: k.FuseInHeader, buf: bytes | bytearray | memoryview, n: int) -> rq.Request:
         opcode = hdr.opcode
-        if self.state is not ConnState.RUNNING:
-            nxt = _TRANSITIONS.get((self.state, opcode))
-            if nxt is None:
-                raise ProtocolError(f"opcode {opcode} in state {self.state.value}")
         spec = OPCODES.get(opcode)
         if spec is None:
             return _new(rq.Unknown, (hdr, None, b"", b""))  # type: ignore[no-any-return]
@@ -122,16 +145,17 @@ class FuseConnection:
             name = body[:nul]
             pos += nul + 1
         data = b""
-        if spec.rest:
+        if spec.rest and pos < end:
             data = bytes(buf[pos:end])
-            if opcode == Op.FUSE_WRITE:
-                if len(data) < arg.size:
-                    return _bad(hdr, f"WRITE of {arg.size} bytes carries {len(data)}")
-                data = data[: arg.size]
-            elif opcode == Op.FUSE_BATCH_FORGET and len(data) < arg.count * k.FuseForgetOne.SIZE:  # type: ignore[attr-defined]
-                return _bad(hdr, "BATCH_FORGET shorter than its count")
-        if opcode == Op.FUSE_DESTROY:
+        if opcode == Op.FUSE_WRITE:
+            if len(data) < arg.size:
+                return _bad(hdr, f"WRITE of {arg.size} bytes carries {len(data)}")
+            data = data[: arg.size]
+        elif opcode == Op.FUSE_BATCH_FORGET and len(data) < arg.count * k.FuseForgetOne.SIZE:  # type: ignore[attr-defined]
+            return _bad(hdr, "BATCH_FORGET shorter than its count")
+        elif opcode == Op.FUSE_DESTROY:
             self.state = ConnState.DESTROYED
+            self.running = False
         return _new(spec.cls, (hdr, arg, name, data))  # type: ignore[no-any-return]
 
     # --- replies ----------------------------------------------------------------------
@@ -154,6 +178,7 @@ class FuseConnection:
         self.minor = min(a.minor, k.FUSE_KERNEL_MINOR_VERSION)
         self.flags = flags
         self.state = ConnState.RUNNING
+        self.running = True
         max_pages = (self.max_write + 4095) // 4096 if flags & F.FUSE_MAX_PAGES else 0
         out = k.FuseInitOut(  # type: ignore[call-arg]
             k.FUSE_KERNEL_VERSION,
@@ -177,6 +202,10 @@ class FuseConnection:
         """A successful reply: the header and the body parts."""
         body = b"".join(parts) if len(parts) != 1 else parts[0]
         return _OUT.pack(16 + len(body), 0, req.header.unique) + body  # type: ignore[no-any-return]
+
+    def reply_ioctl(self, req: rq.Request, result: int) -> bytes:
+        """An IOCTL reply (``fuse_ioctl_out``), packed in one go: the hot path."""
+        return _IOCTL_REPLY.pack(32, 0, req.header.unique, result, 0, 0, 0)  # type: ignore[no-any-return]
 
     def reply_error(self, req: rq.Request, errno: int) -> bytes:
         """An error reply (header only, ``error = -errno``)."""

@@ -104,8 +104,10 @@ class Dispatcher:
     # --- entry point --------------------------------------------------------------------
 
     def dispatch(self, req: Any) -> bytes | None:  # noqa: ANN401
-        """The reply to ``req`` (None: no reply). Raises `Parked`."""
-        self.note = ""
+        """The reply to ``req`` (None: no reply). Raises `Parked`. With tracing on,
+        ``note`` says what happened."""
+        if self.tracing:
+            self.note = ""
         op = self._ops.get(type(req))
         if op is None:
             if isinstance(req, rq.BadRequest):
@@ -301,25 +303,27 @@ class Dispatcher:
 
     def op_ioctl(self, req: rq.Ioctl) -> bytes:
         a = req.arg
-        h = self.tree.handle(a.fh)
-        if a.cmd == VFIOFS_IOCTL_WHOAMI:
+        h = self.tree.handles.get(a.fh) or self.tree.handle(a.fh)
+        cmd = a.cmd
+        if cmd == VFIOFS_IOCTL_WHOAMI:
             # our own pidfd_getfd duplicate asks which handle it is (peer.FdResolver)
             if self.procs.tgid(req.header.pid) != os.getpid():
                 raise KernelError(errno.ENOTTY)
-            return self.conn.reply(req, replies.ioctl_out(h.fh))
+            return self.conn.reply_ioctl(req, h.fh)
         ioctl = getattr(h.file, "ioctl", None)
         if ioctl is None:
             raise KernelError(errno.ENOTTY)
         if self.tracing:
             namer = getattr(h.file, "ioctl_name", None)
-            self.note = (namer(a.cmd) if namer else None) or f"cmd={a.cmd:#x}"
-        caller = self._caller(req)
-        cmd, arg = a.cmd, a.arg
-
-        def attempt() -> bytes:
-            return self.conn.reply(req, replies.ioctl_out(ioctl(caller, cmd, arg)))
-
-        return self._core(req, caller, attempt)
+            self.note = (namer(cmd) if namer else None) or f"cmd={cmd:#x}"
+        hdr = req.header
+        caller = RequestCaller(hdr.pid, hdr.uid, hdr.gid, self.procs)
+        arg = a.arg
+        try:
+            return self.conn.reply_ioctl(req, ioctl(caller, cmd, arg))
+        except (WouldBlock, NeedFds) as e:
+            attempt = lambda: self.conn.reply_ioctl(req, ioctl(caller, cmd, arg))  # noqa: E731
+            raise Parked(req, attempt, caller, e) from None
 
     def op_poll(self, req: rq.Poll) -> bytes:
         a = req.arg
