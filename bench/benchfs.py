@@ -41,7 +41,10 @@ class BenchFile:
 
 def build() -> Tree:
     root = Directory()
-    root.add("bench", DeviceNode(mode=stat.S_IFREG | 0o666, opener=lambda caller, flags: BenchFile()))
+    root.add(
+        "bench",
+        DeviceNode(mode=stat.S_IFREG | 0o666, opener=lambda caller, flags: BenchFile()),
+    )
     return Tree(root)
 
 

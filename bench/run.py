@@ -26,9 +26,18 @@ ROUNDS = 5
 def build() -> tuple[Path, Path]:
     BIN.mkdir(exist_ok=True)
     client, server = BIN / "client", BIN / "cserver"
-    subprocess.run(["gcc", "-O2", "-o", str(client), str(HERE / "client.c")], check=True)
-    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "fuse3"], capture_output=True, text=True, check=True).stdout.split()
-    subprocess.run(["gcc", "-O2", "-o", str(server), str(HERE / "cserver.c"), *flags], check=True)
+    subprocess.run(
+        ["gcc", "-O2", "-o", str(client), str(HERE / "client.c")], check=True
+    )
+    flags = subprocess.run(
+        ["pkg-config", "--cflags", "--libs", "fuse3"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    subprocess.run(
+        ["gcc", "-O2", "-o", str(server), str(HERE / "cserver.c"), *flags], check=True
+    )
     return client, server
 
 
@@ -50,9 +59,20 @@ def measure(server_argv: list[str], client: Path, ops: list[str]) -> dict[str, f
         path = os.path.join(mnt, "bench")
         out = {}
         for op in ops:
-            subprocess.run(["taskset", "-c", "0", str(client), path, op, str(N // 10)], check=True, capture_output=True)
+            subprocess.run(
+                ["taskset", "-c", "0", str(client), path, op, str(N // 10)],
+                check=True,
+                capture_output=True,
+            )
             best = min(
-                float(subprocess.run(["taskset", "-c", "0", str(client), path, op, str(N)], check=True, capture_output=True, text=True).stdout)
+                float(
+                    subprocess.run(
+                        ["taskset", "-c", "0", str(client), path, op, str(N)],
+                        check=True,
+                        capture_output=True,
+                        text=True,
+                    ).stdout
+                )
                 for _ in range(ROUNDS)
             )
             out[op] = best
@@ -74,9 +94,15 @@ def fuse_bench() -> None:
     py = measure([sys.executable, str(HERE / "benchfs.py")], client, ops)
     print(f"FUSE round trip, best of {ROUNDS} x {N} calls, client and daemon on CPU 0")
     print(f"{'operation':<34}{'libfuse C':>12}{'vfiofs':>12}{'ratio':>8}")
-    names = {"noop": "no-op ioctl", "copy64": "ioctl copying 64 B in and out", "pread4": "4-byte pread"}
+    names = {
+        "noop": "no-op ioctl",
+        "copy64": "ioctl copying 64 B in and out",
+        "pread4": "4-byte pread",
+    }
     for op in ops:
-        print(f"{names[op]:<34}{c[op]:>10.0f}ns{py[op]:>10.0f}ns{py[op] / c[op]:>7.2f}x")
+        print(
+            f"{names[op]:<34}{c[op]:>10.0f}ns{py[op]:>10.0f}ns{py[op] / c[op]:>7.2f}x"
+        )
     print()
 
 

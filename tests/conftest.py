@@ -26,14 +26,20 @@ def fuse_unavailable() -> str | None:
     return None
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
     reason = fuse_unavailable()
     if reason is None:
         return
     for item in items:
         if "mount" in item.keywords:
             # In CI a skipped mount test would hide a failure: fail instead.
-            marker = pytest.mark.xfail(reason=reason, strict=True, run=False) if os.environ.get("CI") else pytest.mark.skip(reason=reason)
+            marker = (
+                pytest.mark.xfail(reason=reason, strict=True, run=False)
+                if os.environ.get("CI")
+                else pytest.mark.skip(reason=reason)
+            )
             item.add_marker(marker)
 
 
@@ -58,12 +64,16 @@ class Daemon:
         self.mountpoint = mountpoint
         self.log = log
         self._logf = open(log, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(argv, stdout=self._logf, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.proc = subprocess.Popen(
+            argv, stdout=self._logf, stderr=subprocess.STDOUT, cwd=ROOT
+        )
 
     def wait_mounted(self) -> None:
         def ready() -> bool:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"daemon exited {self.proc.returncode}:\n{self.output()}")
+                raise RuntimeError(
+                    f"daemon exited {self.proc.returncode}:\n{self.output()}"
+                )
             return is_mounted(self.mountpoint)
 
         wait_for(ready, what=f"mount at {self.mountpoint}")
@@ -94,7 +104,9 @@ def start_daemon(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
     and a traceback in the daemon's output fails the test."""
     daemons: list[Daemon] = []
 
-    def start(args: list[str], mountpoint: Path | None = None, wait: bool = True) -> Daemon:
+    def start(
+        args: list[str], mountpoint: Path | None = None, wait: bool = True
+    ) -> Daemon:
         mnt = mountpoint or tmp_path / f"mnt{len(daemons)}"
         mnt.mkdir(exist_ok=True)
         argv = [sys.executable, *[a.replace("{mnt}", str(mnt)) for a in args]]
@@ -120,7 +132,10 @@ def _compile_c(name: str, *extra: str) -> Path:
     out = C_DIR / "bin" / name
     out.parent.mkdir(exist_ok=True)
     if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
-        subprocess.run(["gcc", "-O1", "-Wall", "-Werror", "-o", str(out), str(src), *extra], check=True)
+        subprocess.run(
+            ["gcc", "-O1", "-Wall", "-Werror", "-o", str(out), str(src), *extra],
+            check=True,
+        )
     return out
 
 

@@ -19,28 +19,56 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--config", metavar="FILE", help="topology file (TOML); default: the built-in topology")
-        sp.add_argument("--trace", action="store_true", help="print one line per FUSE request to stderr")
-        sp.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+        sp.add_argument(
+            "--config",
+            metavar="FILE",
+            help="topology file (TOML); default: the built-in topology",
+        )
+        sp.add_argument(
+            "--trace",
+            action="store_true",
+            help="print one line per FUSE request to stderr",
+        )
+        sp.add_argument(
+            "-v",
+            "--verbose",
+            action="count",
+            default=0,
+            help="more logging (-vv: debug)",
+        )
 
     m = sub.add_parser("mount", help="mount the tree and serve it in the foreground")
     m.add_argument("mountpoint")
     common(m)
-    u = sub.add_parser("umount", help="unmount, also a stale mount left by a killed daemon")
+    u = sub.add_parser(
+        "umount", help="unmount, also a stale mount left by a killed daemon"
+    )
     u.add_argument("mountpoint")
-    r = sub.add_parser("run", help="run a command that sees the tree at /dev/vfio, /dev/iommu and /sys")
+    r = sub.add_parser(
+        "run", help="run a command that sees the tree at /dev/vfio, /dev/iommu and /sys"
+    )
     common(r)
     r.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
-    sub.add_parser("doctor", help="report which kernel features vfiofs needs are present")
+    sub.add_parser(
+        "doctor", help="report which kernel features vfiofs needs are present"
+    )
     return p
 
 
 def _logging(verbose: int) -> None:
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="vfiofs: %(levelname)s %(name)s: %(message)s")
+    level = (
+        logging.WARNING
+        if verbose == 0
+        else logging.INFO
+        if verbose == 1
+        else logging.DEBUG
+    )
+    logging.basicConfig(
+        level=level, format="vfiofs: %(levelname)s %(name)s: %(message)s"
+    )
 
 
-def _machine(config: str | None):  # type: ignore[no-untyped-def]  # noqa: ANN202
+def _machine(config: str | None):  # type: ignore[no-untyped-def]
     from .config import ConfigError, default_topology, load_topology
     from .machine import Machine
 
@@ -96,7 +124,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run(_machine(args.config), cmd, trace=sys.stderr if args.trace else None)
 
 
-def cmd_doctor(args: argparse.Namespace) -> int:  # noqa: ARG001
+def cmd_doctor(args: argparse.Namespace) -> int:
     from .session.doctor import doctor
 
     return doctor(sys.stdout)
@@ -106,5 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vfiofs`` console script."""
     args = _parser().parse_args(argv)
     _logging(getattr(args, "verbose", 0))
-    handler = {"mount": cmd_mount, "umount": cmd_umount, "run": cmd_run, "doctor": cmd_doctor}
+    handler = {
+        "mount": cmd_mount,
+        "umount": cmd_umount,
+        "run": cmd_run,
+        "doctor": cmd_doctor,
+    }
     return handler[args.command](args)

@@ -91,19 +91,33 @@ class _Reader:
         self.used: set[str] = set()
 
     def fail(self, key: str | None, why: str) -> ConfigError:
-        where = f"{self.path}.{key}" if key and self.path else (key or self.path or "top level")
+        where = (
+            f"{self.path}.{key}"
+            if key and self.path
+            else (key or self.path or "top level")
+        )
         return ConfigError(f"{self.source}: {where}: {why}")
 
-    def get(self, key: str, typ: type | tuple[type, ...], default: Any = attrs.NOTHING) -> Any:  # noqa: ANN401
+    def get(
+        self, key: str, typ: type | tuple[type, ...], default: Any = attrs.NOTHING
+    ) -> Any:
         self.used.add(key)
         if key not in self.table:
             if default is attrs.NOTHING:
                 raise self.fail(key, "missing")
             return default
         value = self.table[key]
-        if isinstance(value, bool) and typ in (int, (int,)) or not isinstance(value, typ):
-            names = typ.__name__ if isinstance(typ, type) else " or ".join(t.__name__ for t in typ)
-            raise self.fail(key, f"must be {names}, not {type(value).__name__} {value!r}")
+        if (isinstance(value, bool) and typ in (int, (int,))) or not isinstance(
+            value, typ
+        ):
+            names = (
+                typ.__name__
+                if isinstance(typ, type)
+                else " or ".join(t.__name__ for t in typ)
+            )
+            raise self.fail(
+                key, f"must be {names}, not {type(value).__name__} {value!r}"
+            )
         return value
 
     def sub(self, key: str) -> list[_Reader]:
@@ -111,7 +125,10 @@ class _Reader:
         items = self.table.get(key, [])
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
             raise self.fail(key, "must be an array of tables ([[...]])")
-        return [_Reader(self.source, t, f"{self.path + '.' if self.path else ''}{key}[{i}]") for i, t in enumerate(items)]
+        return [
+            _Reader(self.source, t, f"{self.path + '.' if self.path else ''}{key}[{i}]")
+            for i, t in enumerate(items)
+        ]
 
     def done(self) -> None:
         unknown = sorted(set(self.table) - self.used)
@@ -119,7 +136,7 @@ class _Reader:
             raise self.fail(unknown[0], "unknown key")
 
 
-def _u(r: _Reader, key: str, bits: int, default: Any = attrs.NOTHING) -> int:  # noqa: ANN401
+def _u(r: _Reader, key: str, bits: int, default: Any = attrs.NOTHING) -> int:
     v = r.get(key, int, default)
     if not 0 <= v < 1 << bits:
         raise r.fail(key, f"{v:#x} does not fit in {bits} bits")
@@ -152,14 +169,20 @@ def _bar(r: _Reader) -> BarSpec:
 def _device(r: _Reader, noiommu: bool) -> DeviceSpec:
     bdf = r.get("bdf", str).lower()
     if not BDF_RE.match(bdf) or int(bdf[8:10], 16) > 0x1F:
-        raise r.fail("bdf", f"{bdf!r}: expected domain:bus:slot.function like 0000:00:04.0")
+        raise r.fail(
+            "bdf", f"{bdf!r}: expected domain:bus:slot.function like 0000:00:04.0"
+        )
     irq = r.table.get("irqs", {})
     if not isinstance(irq, dict):
         raise r.fail("irqs", "must be a table like { intx = true, msi = 1, msix = 4 }")
     ir = _Reader(r.source, irq, f"{r.path}.irqs")
-    irqs = IrqSpec(ir.get("intx", bool, True), _u(ir, "msi", 8, 1), _u(ir, "msix", 12, 0))
+    irqs = IrqSpec(
+        ir.get("intx", bool, True), _u(ir, "msi", 8, 1), _u(ir, "msix", 12, 0)
+    )
     if irqs.msi not in (0, 1, 2, 4, 8, 16, 32):
-        raise ir.fail("msi", f"{irqs.msi}: MSI vectors are 0 or a power of two up to 32")
+        raise ir.fail(
+            "msi", f"{irqs.msi}: MSI vectors are 0 or a power of two up to 32"
+        )
     if irqs.msix > 2048:
         raise ir.fail("msix", f"{irqs.msix}: at most 2048 MSI-X vectors")
     ir.done()
@@ -169,7 +192,9 @@ def _device(r: _Reader, noiommu: bool) -> DeviceSpec:
     for i, b in enumerate(bars):
         for slot in (b.index, b.index + 1) if b.is_64 else (b.index,):
             if slot in slots:
-                raise ConfigError(f"{r.source}: {r.path}.bar[{i}].index: slot {slot} already used by bar[{slots[slot]}]")
+                raise ConfigError(
+                    f"{r.source}: {r.path}.bar[{i}].index: slot {slot} already used by bar[{slots[slot]}]"
+                )
             slots[slot] = i
     spec = DeviceSpec(
         bdf=bdf,
@@ -225,7 +250,9 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
     for g in top.sub("group"):
         gid = g.get("id", int, None)
         if gid is None:
-            gid = next(i for i in range(1 << 20) if i not in used_ids and i not in explicit)
+            gid = next(
+                i for i in range(1 << 20) if i not in used_ids and i not in explicit
+            )
         elif gid < 0 or gid in used_ids:
             raise g.fail("id", f"{gid}: must be unique and >= 0")
         used_ids.add(gid)
@@ -244,11 +271,15 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
         for di, dev in enumerate(grp.devices):
             where = f"group {grp.id} device {di}"
             if dev.bdf in seen:
-                raise ConfigError(f"{source}: {where}: bdf {dev.bdf} already used by {seen[dev.bdf]}")
+                raise ConfigError(
+                    f"{source}: {where}: bdf {dev.bdf} already used by {seen[dev.bdf]}"
+                )
             seen[dev.bdf] = where
         del gi
     if not groups:
-        raise ConfigError(f"{source}: no devices: add [[group]] with [[group.device]] tables")
+        raise ConfigError(
+            f"{source}: no devices: add [[group]] with [[group.device]] tables"
+        )
     return Topology(options, tuple(groups))
 
 

@@ -50,7 +50,7 @@ class Ucmd:
     def respond(self, st: CStruct, *, limit: int | None = None) -> None:
         """Copy ``st`` back to the caller, never past ``argsz`` (nor ``limit`` bytes)."""
         data = st.pack()
-        n = min(len(data), self.argsz if self.argsz else len(data))
+        n = min(len(data), self.argsz or len(data))
         if limit is not None:
             n = min(n, limit)
         self.caller.copy_to_user(self.arg, data[:n])
@@ -58,7 +58,9 @@ class Ucmd:
     def copy_to(self, offset: int, data: bytes) -> None:
         """Write trailing data at ``arg + offset`` (capability chains), bounded by argsz."""
         if offset + len(data) > self.argsz:
-            raise KernelError(errno.EFAULT, "write past argsz")  # a handler bug, not user's
+            raise KernelError(
+                errno.EFAULT, "write past argsz"
+            )  # a handler bug, not user's
         self.caller.copy_to_user(self.arg + offset, data)
 
 
@@ -140,7 +142,9 @@ class IoctlTable(Generic[O]):
             assert op.struct is not None
             usize = int.from_bytes(caller.copy_from_user(arg, 4), "little")
             if usize < op.min_size:
-                raise KernelError(errno.EINVAL, f"{op.name}: size {usize} < {op.min_size}")
+                raise KernelError(
+                    errno.EINVAL, f"{op.name}: size {usize} < {op.min_size}"
+                )
             st = copy_struct_from_user(caller, op.struct, arg, usize)
             return op.handler(obj, Ucmd(caller, arg, st, usize))
         return op.handler(obj, Ucmd(caller, arg))

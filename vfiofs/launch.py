@@ -17,7 +17,10 @@ import sys
 
 def main(argv: list[str]) -> int:
     if len(argv) < 4:
-        print("usage: python -m vfiofs.launch MOUNTPOINT SCRATCH SOCKFD CMD ARGS...", file=sys.stderr)
+        print(
+            "usage: python -m vfiofs.launch MOUNTPOINT SCRATCH SOCKFD CMD ARGS...",
+            file=sys.stderr,
+        )
         return 2
     mountpoint, scratch, sockfd, cmd = argv[0], argv[1], int(argv[2]), argv[3:]
     from .session.namespace import setup

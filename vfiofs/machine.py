@@ -55,15 +55,21 @@ class Machine:
             for spec in g.devices:
                 self.add_device(spec, group)
 
-    def add_device(self, spec: DeviceSpec, group: IommuGroup | None = None) -> PciDevice:
+    def add_device(
+        self, spec: DeviceSpec, group: IommuGroup | None = None
+    ) -> PciDevice:
         """Create and register a device (hot-plug); a new IOMMU group unless given."""
         if group is None:
-            group = self.iommu_groups.add(IommuGroup(self.iommu_groups.alloc_id(), noiommu=spec.noiommu))
+            group = self.iommu_groups.add(
+                IommuGroup(self.iommu_groups.alloc_id(), noiommu=spec.noiommu)
+            )
         pdev = model_class(spec.model)(spec)
         pdev.iommu_group = group
         group.devices.append(pdev)
         self.devices[spec.bdf] = pdev
-        if spec.driver == "vfio-pci" and (not group.noiommu or self.core.options.noiommu):
+        if spec.driver == "vfio-pci" and (
+            not group.noiommu or self.core.options.noiommu
+        ):
             vdev = VfioDevice(spec.bdf, VfioPciCoreDevice(pdev), pdev, group)
             self.core.register_device(vdev)
             self.vdevs[spec.bdf] = vdev

@@ -108,7 +108,7 @@ class ForeignFile:
 FileRef = OurFile | ForeignFile
 
 
-class NeedFds(Exception):  # noqa: N818 - a control-flow signal, not an error
+class NeedFds(Exception):
     """Raised by `Caller.fget` for fd numbers the session has yet to resolve."""
 
     def __init__(self, fds: Iterable[int]) -> None:
@@ -190,24 +190,24 @@ class BytesAddressSpace:
             raise KernelError(errno.EFAULT, f"bad address {addr:#x}+{size:#x}")
         return slice(addr - self.base, addr - self.base + size)
 
-    def read(self, addr: int, size: int) -> bytes:  # noqa: D102
+    def read(self, addr: int, size: int) -> bytes:
         return bytes(self.mem[self._span(addr, size)])
 
-    def write(self, addr: int, data: bytes) -> None:  # noqa: D102
+    def write(self, addr: int, data: bytes) -> None:
         span = self._span(addr, len(data))
         for lo, hi in self.readonly:
             if addr < hi and addr + len(data) > lo:
                 raise KernelError(errno.EFAULT, f"read-only page at {addr:#x}")
         self.mem[span] = data
 
-    def check_range(self, addr: int, size: int, *, write: bool) -> None:  # noqa: D102
+    def check_range(self, addr: int, size: int, *, write: bool) -> None:
         self._span(addr, size)
         if write:
             for lo, hi in self.readonly:
                 if addr < hi and addr + size > lo:
                     raise KernelError(errno.EFAULT, "read-only range")
 
-    def memlock_limit(self) -> int:  # noqa: D102
+    def memlock_limit(self) -> int:
         return self.memlock
 
 
@@ -218,10 +218,10 @@ class FakeEventFd:
     count: int = 0
     closed: bool = False
 
-    def signal(self) -> None:  # noqa: D102
+    def signal(self) -> None:
         self.count += 1
 
-    def close(self) -> None:  # noqa: D102
+    def close(self) -> None:
         self.closed = True
 
 
@@ -238,24 +238,24 @@ class FakeCaller:
     brk: int = 0
 
     @property
-    def tgid(self) -> int:  # noqa: D102
+    def tgid(self) -> int:
         return self.mm.tgid
 
-    def copy_from_user(self, addr: int, size: int) -> bytes:  # noqa: D102
+    def copy_from_user(self, addr: int, size: int) -> bytes:
         return self.mm.read(addr, size)
 
-    def copy_to_user(self, addr: int, data: bytes) -> None:  # noqa: D102
+    def copy_to_user(self, addr: int, data: bytes) -> None:
         self.mm.write(addr, data)
 
-    def fget(self, fd: int) -> FileRef:  # noqa: D102
+    def fget(self, fd: int) -> FileRef:
         if fd < 0 or fd not in self.fds:
             raise KernelError(errno.EBADF, f"fd {fd}")
         return self.fds[fd]
 
-    def fget_many(self, fds: Iterable[int]) -> list[FileRef]:  # noqa: D102
+    def fget_many(self, fds: Iterable[int]) -> list[FileRef]:
         return [self.fget(fd) for fd in fds]
 
-    def capable(self, cap: int) -> bool:  # noqa: D102
+    def capable(self, cap: int) -> bool:
         return cap in self.caps
 
     # convenience for tests: place bytes in the fake memory and get their address

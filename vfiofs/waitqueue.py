@@ -40,7 +40,7 @@ class WaitQueue:
         return len(self._waiters)
 
 
-class WouldBlock(Exception):  # noqa: N818 - control flow, like the kernel's -ERESTARTSYS
+class WouldBlock(Exception):
     """The operation must wait until ``queue`` is woken, then be tried again."""
 
     def __init__(self, queue: WaitQueue) -> None:

@@ -31,8 +31,12 @@ from vfiofs.uaccess import Caller, ForeignFile, OurFile
 from vfiofs.waitqueue import WaitQueue, WouldBlock
 
 ECHO_NOOP = _IO(ord("E"), 0)  # returns 0
-ECHO_STRUCT = _IO(ord("E"), 1)  # reads 64 bytes at arg, writes each byte + 1, returns 42
-ECHO_FD = _IO(ord("E"), 2)  # int* fd -> serial of our handle, or 1000 after signalling an eventfd
+ECHO_STRUCT = _IO(
+    ord("E"), 1
+)  # reads 64 bytes at arg, writes each byte + 1, returns 42
+ECHO_FD = _IO(
+    ord("E"), 2
+)  # int* fd -> serial of our handle, or 1000 after signalling an eventfd
 ECHO_WAIT = _IO(ord("E"), 3)  # blocks until something is written to the file
 ECHO_SERIAL = _IO(ord("E"), 4)  # this handle's serial
 
@@ -119,13 +123,17 @@ def build() -> Tree:
             store=lambda b: value.update(v=b),
         ),
     )
-    attrs_dir.add("opens", Attribute(show=lambda: f"{shared.opens} {shared.releases}\n".encode()))
+    attrs_dir.add(
+        "opens", Attribute(show=lambda: f"{shared.opens} {shared.releases}\n".encode())
+    )
     root.add("link", Symlink(target="attrs/ro"))
     return Tree(root)
 
 
 async def main(mountpoint: str) -> None:
-    await serve_until_signalled(build(), mountpoint, trace=sys.stderr if "--trace" in sys.argv else None)
+    await serve_until_signalled(
+        build(), mountpoint, trace=sys.stderr if "--trace" in sys.argv else None
+    )
 
 
 if __name__ == "__main__":

@@ -21,11 +21,13 @@ pytestmark = pytest.mark.mount
 ECHOFS = str(Path(__file__).with_name("echofs.py"))
 
 
-def _IO(t: str, nr: int) -> int:  # noqa: N802
+def _IO(t: str, nr: int) -> int:
     return (ord(t) << 8) | nr
 
 
-ECHO_NOOP, ECHO_STRUCT, ECHO_FD, ECHO_WAIT, ECHO_SERIAL = (_IO("E", n) for n in range(5))
+ECHO_NOOP, ECHO_STRUCT, ECHO_FD, ECHO_WAIT, ECHO_SERIAL = (
+    _IO("E", n) for n in range(5)
+)
 
 
 def ioctl_ptr(fd: int, cmd: int, data: bytes) -> int:
@@ -150,7 +152,9 @@ def test_c_client(echofs, compile_c) -> None:  # type: ignore[no-untyped-def]
     path = str(echofs.mountpoint / "dev/echo")
 
     def run(cmd: str) -> str:
-        return subprocess.run([exe, cmd, path], capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+        return subprocess.run(
+            [exe, cmd, path], capture_output=True, text=True, timeout=30, check=True
+        ).stdout.strip()
 
     assert run("struct") == "ret=42 ok=1"
     assert run("efault") == "ret=-1 errno=EFAULT"
@@ -166,7 +170,12 @@ def test_c_client(echofs, compile_c) -> None:  # type: ignore[no-untyped-def]
 def test_private_node_refused_to_unprivileged_user(echofs) -> None:  # type: ignore[no-untyped-def]
     code = f"import os\ntry:\n os.open({str(echofs.mountpoint / 'dev/private')!r}, os.O_RDWR)\nexcept PermissionError: print('EACCES')\n"
     out = subprocess.run(
-        ["/usr/bin/python3", "-c", code], capture_output=True, text=True, user=65534, group=65534, check=True
+        ["/usr/bin/python3", "-c", code],
+        capture_output=True,
+        text=True,
+        user=65534,
+        group=65534,
+        check=True,
     ).stdout
     assert out.strip() == "EACCES"
 

@@ -26,15 +26,29 @@ VFIO_GROUP_GET_DEVICE_FD = 0x3B6A
 VFIO_GET_API_VERSION = 0x3B64
 
 
-def vfiofs_run(*cmd: str, timeout: float = 120, config: str | None = None) -> subprocess.CompletedProcess[str]:
+def vfiofs_run(
+    *cmd: str, timeout: float = 120, config: str | None = None
+) -> subprocess.CompletedProcess[str]:
     args = [*VFIOFS, "run", *(["--config", config] if config else []), "--", *cmd]
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        args, capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
 
 
 @pytest.fixture
 def legacy(tmp_path: Path) -> Path:
     exe = tmp_path / "legacy_type1"
-    subprocess.run(["gcc", "-Wall", "-Werror", "-o", str(exe), str(ROOT / "examples/legacy_type1.c")], check=True)
+    subprocess.run(
+        [
+            "gcc",
+            "-Wall",
+            "-Werror",
+            "-o",
+            str(exe),
+            str(ROOT / "examples/legacy_type1.c"),
+        ],
+        check=True,
+    )
     return exe
 
 
@@ -58,16 +72,29 @@ def test_mount_tree_modes_and_sysfs_formats(mounted_default) -> None:  # type: i
     config = (dev / "config").read_bytes()
     assert len(config) == 4096 and config[:4] == bytes.fromhex("361b0500")
     lines = (dev / "resource").read_text().splitlines()
-    assert len(lines) == 13 and lines[0].endswith("0x0000000000040200") and lines[2].endswith("0x000000000014220c")
-    assert sorted(os.listdir(mnt / "sys/kernel/iommu_groups/1/devices")) == ["0000:00:05.0", "0000:00:05.1"]
+    assert (
+        len(lines) == 13
+        and lines[0].endswith("0x0000000000040200")
+        and lines[2].endswith("0x000000000014220c")
+    )
+    assert sorted(os.listdir(mnt / "sys/kernel/iommu_groups/1/devices")) == [
+        "0000:00:05.0",
+        "0000:00:05.1",
+    ]
     assert (mnt / "sys/kernel/iommu_groups/2/name").read_text() == "vfio-noiommu\n"
-    assert (mnt / "sys/kernel/iommu_groups/0/reserved_regions").read_text() == "0x00000000fee00000 0x00000000feefffff msi\n"
+    assert (
+        mnt / "sys/kernel/iommu_groups/0/reserved_regions"
+    ).read_text() == "0x00000000fee00000 0x00000000feefffff msi\n"
     # the group link resolves inside the tree
     assert (dev / "iommu_group/devices/0000:00:04.0/vendor").read_text() == "0x1b36\n"
-    assert (mnt / "sys/module/vfio_iommu_type1/parameters/dma_entry_limit").read_text() == "65535\n"
+    assert (
+        mnt / "sys/module/vfio_iommu_type1/parameters/dma_entry_limit"
+    ).read_text() == "65535\n"
 
 
-def test_mount_group_open_is_exclusive_and_get_device_fd_needs_run(mounted_default) -> None:  # type: ignore[no-untyped-def]
+def test_mount_group_open_is_exclusive_and_get_device_fd_needs_run(
+    mounted_default,
+) -> None:  # type: ignore[no-untyped-def]
     mnt = mounted_default.mountpoint
     g = os.open(mnt / "dev/vfio/0", os.O_RDWR)
     try:
@@ -84,12 +111,22 @@ def test_mount_group_open_is_exclusive_and_get_device_fd_needs_run(mounted_defau
         os.close(g)
 
 
-def test_get_device_fd_in_plain_mount_is_refused_with_a_log(mounted_default, legacy) -> None:  # type: ignore[no-untyped-def]
+def test_get_device_fd_in_plain_mount_is_refused_with_a_log(
+    mounted_default, legacy
+) -> None:  # type: ignore[no-untyped-def]
     # run the legacy flow against the plain mount's paths: it gets as far as GET_DEVICE_FD
     env = dict(os.environ, VFIO_ROOT=str(mounted_default.mountpoint))
-    out = subprocess.run([legacy, "0", "0000:00:04.0"], capture_output=True, text=True, timeout=30, env=env)
+    out = subprocess.run(
+        [legacy, "0", "0000:00:04.0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
     assert out.returncode == 1
-    assert "FAIL GROUP_GET_DEVICE_FD(0000:00:04.0) = -1 (errno EOPNOTSUPP)" in out.stdout
+    assert (
+        "FAIL GROUP_GET_DEVICE_FD(0000:00:04.0) = -1 (errno EOPNOTSUPP)" in out.stdout
+    )
     assert "ok   MAP_DMA 1 MiB at IOVA 0" in out.stdout
     assert "needs `vfiofs run`" in mounted_default.output()
 
@@ -113,20 +150,29 @@ def test_run_two_devices_in_one_group_and_noiommu_rules(legacy) -> None:  # type
 
 def test_run_exit_status_and_host_untouched(tmp_path: Path) -> None:
     before = Path("/proc/self/mountinfo").read_text().count("\n")
-    r = vfiofs_run("sh", "-c", "test -e /dev/vfio/vfio && test -d /sys/bus/pci/devices/0000:00:04.0 && exit 7")
+    r = vfiofs_run(
+        "sh",
+        "-c",
+        "test -e /dev/vfio/vfio && test -d /sys/bus/pci/devices/0000:00:04.0 && exit 7",
+    )
     assert r.returncode == 7, r.stderr
     assert Path("/proc/self/mountinfo").read_text().count("\n") == before
-    assert not os.path.exists("/dev/vfio/vfio") or os.path.exists("/dev/vfio/vfio") == os.path.exists("/dev/vfio")
+    assert not os.path.exists("/dev/vfio/vfio") or os.path.exists(
+        "/dev/vfio/vfio"
+    ) == os.path.exists("/dev/vfio")
     r = vfiofs_run("sh", "-c", "kill -TERM $$")
     assert r.returncode == 128 + signal.SIGTERM
     r = vfiofs_run("/nonexistent/command")
     assert r.returncode == 127 and "No such file" in r.stderr
 
 
-@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="no qemu-system-x86_64")
+@pytest.mark.skipif(
+    shutil.which("qemu-system-x86_64") is None, reason="no qemu-system-x86_64"
+)
 def test_run_qemu_realizes_vfio_pci_device(tmp_path: Path) -> None:
     script = tmp_path / "qemu_client.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import json, subprocess, sys
         def mappings():
             return open("/sys/kernel/debug/vfiofs/iommu_groups/0/mappings").read().splitlines()
@@ -147,26 +193,45 @@ def test_run_qemu_realizes_vfio_pci_device(tmp_path: Path) -> None:
         cmd("quit")
         q.wait(timeout=60)
         print(json.dumps({"pci": pci, "during": during, "after": mappings(), "rc": q.returncode}))
-    """))
+    """)
+    )
     r = vfiofs_run(sys.executable, str(script), timeout=180)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
     devices = out["pci"]["return"][0]["devices"]
-    ours = [d for d in devices if d["id"]["vendor"] == 0x1B36 and d["id"]["device"] == 0x0005]
+    ours = [
+        d
+        for d in devices
+        if d["id"]["vendor"] == 0x1B36 and d["id"]["device"] == 0x0005
+    ]
     assert len(ours) == 1, devices
-    assert {(r["bar"], r["size"]) for r in ours[0]["regions"]} == {(0, 4096), (2, 1 << 20)}
+    assert {(r["bar"], r["size"]) for r in ours[0]["regions"]} == {
+        (0, 4096),
+        (2, 1 << 20),
+    }
     assert out["during"], "QEMU mapped guest RAM through the IOMMU"
     assert out["after"] == [] and out["rc"] == 0
 
 
 def test_bad_config_mounts_nothing(tmp_path: Path, mounted) -> None:  # type: ignore[no-untyped-def]
     cfg = tmp_path / "bad.toml"
-    cfg.write_text('[[group]]\n[[group.device]]\nbdf = "0000:00:04.0"\nvendor = 1\ndevice = 2\n[[group.device.bar]]\nindex = 0\nsize = 100\n')
+    cfg.write_text(
+        '[[group]]\n[[group.device]]\nbdf = "0000:00:04.0"\nvendor = 1\ndevice = 2\n[[group.device.bar]]\nindex = 0\nsize = 100\n'
+    )
     mnt = tmp_path / "m"
     mnt.mkdir()
-    r = subprocess.run([*VFIOFS, "mount", str(mnt), "--config", str(cfg)], capture_output=True, text=True, timeout=30, cwd=ROOT)
+    r = subprocess.run(
+        [*VFIOFS, "mount", str(mnt), "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
     assert r.returncode == 2
-    assert f"{cfg}: group[0].device[0].bar[0].size: 100: must be a power of two" in r.stderr
+    assert (
+        f"{cfg}: group[0].device[0].bar[0].size: 100: must be a power of two"
+        in r.stderr
+    )
     assert not mounted(mnt)
 
 
@@ -180,5 +245,7 @@ def test_daemon_killed_then_umount_leaves_nothing(start_daemon, mounted, sig) ->
     with pytest.raises(OSError):  # the caller gets an error, not a hang
         fcntl.ioctl(fd, VFIO_GET_API_VERSION)
     os.close(fd)
-    subprocess.run([*VFIOFS, "umount", str(d.mountpoint)], cwd=ROOT, timeout=30, check=False)
+    subprocess.run(
+        [*VFIOFS, "umount", str(d.mountpoint)], cwd=ROOT, timeout=30, check=False
+    )
     assert not mounted(d.mountpoint)

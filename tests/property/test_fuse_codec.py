@@ -9,8 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from vfiofs.abi import fuse_kernel as k
 from vfiofs.errors import ProtocolError
-from vfiofs.fuse import replies
-from vfiofs.fuse import requests as rq
+from vfiofs.fuse import replies, requests as rq
 from vfiofs.fuse._opcodes import OPCODES
 from vfiofs.fuse.connection import FuseConnection, encode_request
 
@@ -31,7 +30,11 @@ def fields(cls) -> st.SearchStrategy:  # type: ignore[no-untyped-def,type-arg]
             continue
         for _ in range(n):
             bits = {"B": 8, "H": 16, "I": 32, "Q": 64, "i": 32, "q": 64}[code]
-            out.append(st.integers(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if code.islower() else st.integers(0, 2**bits - 1))
+            out.append(
+                st.integers(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+                if code.islower()
+                else st.integers(0, 2**bits - 1)
+            )
     return st.tuples(*out).map(lambda t: cls(*t))
 
 
@@ -40,9 +43,13 @@ name = st.binary(min_size=0, max_size=40).filter(lambda b: b"\0" not in b)
 
 @st.composite
 def requests(draw) -> rq.Request:  # type: ignore[no-untyped-def]
-    opcode = draw(st.sampled_from([op for op in OPCODES if op != k.FuseOpcode.FUSE_INIT]))
+    opcode = draw(
+        st.sampled_from([op for op in OPCODES if op != k.FuseOpcode.FUSE_INIT])
+    )
     spec = OPCODES[opcode]
-    header = k.FuseInHeader(0, opcode, draw(u64), draw(u64), draw(u32), draw(u32), draw(u32), 0, 0)
+    header = k.FuseInHeader(
+        0, opcode, draw(u64), draw(u64), draw(u32), draw(u32), draw(u32), 0, 0
+    )
     arg = draw(fields(spec.arg)) if spec.arg is not None else None
     nm = draw(name) if spec.names else b""
     data = b""
@@ -62,7 +69,10 @@ def requests(draw) -> rq.Request:  # type: ignore[no-untyped-def]
 
 def running() -> FuseConnection:
     c = FuseConnection()
-    init = rq.Init(k.FuseInHeader(0, k.FuseOpcode.FUSE_INIT, 2, 0, 0, 0, 0, 0, 0), k.FuseInitIn(7, 45, 1 << 17, 0xFFFFFFFF, 0xFFFF, bytes(44)))
+    init = rq.Init(
+        k.FuseInHeader(0, k.FuseOpcode.FUSE_INIT, 2, 0, 0, 0, 0, 0, 0),
+        k.FuseInitIn(7, 45, 1 << 17, 0xFFFFFFFF, 0xFFFF, bytes(44)),
+    )
     c.init_reply(c.receive(encode_request(init)))
     return c
 
@@ -86,7 +96,9 @@ def test_request_extensions_are_skipped(req: rq.Request, ext: bytes) -> None:
 
 
 @given(requests(), st.data())
-def test_truncated_request_is_bad_or_protocol_error(req: rq.Request, data: st.DataObject) -> None:
+def test_truncated_request_is_bad_or_protocol_error(
+    req: rq.Request, data: st.DataObject
+) -> None:
     raw = encode_request(req)
     cut = data.draw(st.integers(0, len(raw) - 1))
     conn = running()
@@ -118,7 +130,9 @@ def test_random_bytes_decode_or_protocol_error(buf: bytes) -> None:
 
 def test_request_before_init_is_a_protocol_error() -> None:
     conn = FuseConnection()
-    raw = encode_request(rq.Getattr(k.FuseInHeader(0, 3, 2, 1, 0, 0, 0, 0, 0), k.FuseGetattrIn(0, 0, 0)))
+    raw = encode_request(
+        rq.Getattr(k.FuseInHeader(0, 3, 2, 1, 0, 0, 0, 0, 0), k.FuseGetattrIn(0, 0, 0))
+    )
     try:
         conn.receive(raw)
     except ProtocolError:
@@ -134,7 +148,10 @@ def test_unknown_opcode_is_unknown() -> None:
 def test_init_negotiation_old_and_new_minor() -> None:
     for minor, size in ((31, 64), (45, 64)):
         conn = FuseConnection()
-        init = rq.Init(k.FuseInHeader(0, 26, 2, 0, 0, 0, 0, 0, 0), k.FuseInitIn(7, minor, 1 << 16, 0xFFFFFFFF, 0, bytes(44)))
+        init = rq.Init(
+            k.FuseInHeader(0, 26, 2, 0, 0, 0, 0, 0, 0),
+            k.FuseInitIn(7, minor, 1 << 16, 0xFFFFFFFF, 0, bytes(44)),
+        )
         raw = encode_request(init)
         assert len(raw) == 40 + (16 if minor < 36 else 64)
         hdr, (out,) = replies.decode_reply(26, conn.init_reply(conn.receive(raw)))
@@ -148,21 +165,44 @@ def test_reply_bodies_round_trip(nodeid: int, size: int, mode: int) -> None:
     conn = running()
     req = rq.Lookup(k.FuseInHeader(0, 1, 6, 1, 0, 0, 0, 0, 0), None, b"x", b"")
     attr = replies.Attr(ino=nodeid, size=size, mode=mode)
-    hdr, (entry, fattr) = replies.decode_reply(1, conn.reply(req, replies.entry_out(nodeid, attr, 1, 2)))
-    assert (hdr.unique, hdr.error, entry.nodeid, entry.entry_valid, entry.attr_valid) == (6, 0, nodeid, 1, 2)
+    hdr, (entry, fattr) = replies.decode_reply(
+        1, conn.reply(req, replies.entry_out(nodeid, attr, 1, 2))
+    )
+    assert (
+        hdr.unique,
+        hdr.error,
+        entry.nodeid,
+        entry.entry_valid,
+        entry.attr_valid,
+    ) == (6, 0, nodeid, 1, 2)
     assert (fattr.ino, fattr.size, fattr.mode) == (nodeid, size, mode)
-    hdr, (io,) = replies.decode_reply(39, conn.reply(req, replies.ioctl_out(-5 if size % 2 else size % 2**31)))
+    hdr, (io,) = replies.decode_reply(
+        39, conn.reply(req, replies.ioctl_out(-5 if size % 2 else size % 2**31))
+    )
     assert io.result == (-5 if size % 2 else size % 2**31)
     hdr, body = replies.decode_reply(1, conn.reply_error(req, 22))
     assert (hdr.error, body) == (-22, b"")
 
 
-@given(st.lists(st.tuples(st.integers(1, 2**40), name.filter(bool), st.sampled_from([0o40755, 0o100644, 0o120777])), max_size=20), st.integers(0, 10), st.integers(24, 600))
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(1, 2**40),
+            name.filter(bool),
+            st.sampled_from([0o40755, 0o100644, 0o120777]),
+        ),
+        max_size=20,
+    ),
+    st.integers(0, 10),
+    st.integers(24, 600),
+)
 def test_dirents_pack_whole_records_only(entries: list, offset: int, size: int) -> None:  # type: ignore[type-arg]
     ents = [(ino, n.decode(errors="surrogateescape"), mode) for ino, n, mode in entries]
     buf = replies.dirents(ents, offset, size)
     assert len(buf) <= size and len(buf) % 8 == 0
     got = replies.parse_dirents(buf)
     want = ents[offset : offset + len(got)]
-    assert [(ino, n.encode(errors="surrogateescape"), (m >> 12) & 0xF) for ino, n, m in want] == [(g[0], g[3], g[2]) for g in got]
+    assert [
+        (ino, n.encode(errors="surrogateescape"), (m >> 12) & 0xF) for ino, n, m in want
+    ] == [(g[0], g[3], g[2]) for g in got]
     assert [g[1] for g in got] == list(range(offset + 1, offset + 1 + len(got)))

@@ -13,7 +13,9 @@ from vfiofs.iommu.pagetable import IoPageTable
 
 PAGE = 4096
 # a small IOVA window with room for 2 MiB and 1 GiB leaves at its edges
-IOVA_PAGES = st.sampled_from([0, 1, 2, 511, 512, 513, 1023, 262143, 262144, 262145, 524288])
+IOVA_PAGES = st.sampled_from(
+    [0, 1, 2, 511, 512, 513, 1023, 262143, 262144, 262145, 524288]
+)
 SIZES = st.sampled_from([1, 2, 3, 511, 512, 513, 1024, 262144, 262145])
 VADDRS = st.sampled_from([0, 1, 512, 262144, 7 * 262144 + 512])
 
@@ -24,7 +26,13 @@ class PageTableModel(RuleBasedStateMachine):
         self.pt = IoPageTable(39)
         self.model: dict[int, tuple[str, int, int]] = {}  # page -> (owner, vaddr, prot)
 
-    @rule(page=IOVA_PAGES, npages=SIZES, vpage=VADDRS, owner=st.sampled_from(["a", "b"]), prot=st.sampled_from([1, 2, 3]))
+    @rule(
+        page=IOVA_PAGES,
+        npages=SIZES,
+        vpage=VADDRS,
+        owner=st.sampled_from(["a", "b"]),
+        prot=st.sampled_from([1, 2, 3]),
+    )
     def map(self, page: int, npages: int, vpage: int, owner: str, prot: int) -> None:
         pages = range(page, page + npages)
         try:
@@ -51,7 +59,11 @@ class PageTableModel(RuleBasedStateMachine):
         if want is None:
             assert t is None
         else:
-            assert t is not None and (t.owner, t.vaddr, t.prot) == (want[0], want[1] + off, want[2])
+            assert t is not None and (t.owner, t.vaddr, t.prot) == (
+                want[0],
+                want[1] + off,
+                want[2],
+            )
 
     @invariant()
     def walk_matches_model(self) -> None:
@@ -64,7 +76,9 @@ class PageTableModel(RuleBasedStateMachine):
 
 
 TestPageTable = PageTableModel.TestCase
-TestPageTable.settings = settings(max_examples=60, stateful_step_count=25, deadline=None)
+TestPageTable.settings = settings(
+    max_examples=60, stateful_step_count=25, deadline=None
+)
 
 
 def test_pagetable_picks_the_largest_leaves() -> None:
@@ -77,7 +91,10 @@ def test_pagetable_picks_the_largest_leaves() -> None:
     assert pt.leaf_sizes() == {2 << 20: 511 + 2, PAGE: 511}
 
 
-@pytest.mark.parametrize(("iova", "size"), [(1, PAGE), (0, 100), (0, 0), (1 << 48, PAGE), ((1 << 48) - PAGE, 2 * PAGE)])
+@pytest.mark.parametrize(
+    ("iova", "size"),
+    [(1, PAGE), (0, 100), (0, 0), (1 << 48, PAGE), ((1 << 48) - PAGE, 2 * PAGE)],
+)
 def test_pagetable_rejects_bad_ranges(iova: int, size: int) -> None:
     with pytest.raises(KernelError) as e:
         IoPageTable(48).map(iova, size, "o", 0, 3)

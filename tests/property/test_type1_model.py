@@ -51,8 +51,12 @@ def test_type1_matches_model(v2: bool, seq: list[tuple[str, int, int]]) -> None:
     c = m.core.open_container(caller, 0)
     gf = m.core.groups[0].open(caller, 0)
     caller.fds[3] = OurFile(c)
-    gf.ioctl(caller, V.VFIO_GROUP_SET_CONTAINER, caller.alloc((3).to_bytes(4, "little")))
-    c.ioctl(caller, V.VFIO_SET_IOMMU, V.VFIO_TYPE1v2_IOMMU if v2 else V.VFIO_TYPE1_IOMMU)
+    gf.ioctl(
+        caller, V.VFIO_GROUP_SET_CONTAINER, caller.alloc((3).to_bytes(4, "little"))
+    )
+    c.ioctl(
+        caller, V.VFIO_SET_IOMMU, V.VFIO_TYPE1v2_IOMMU if v2 else V.VFIO_TYPE1_IOMMU
+    )
     maps: dict[int, int] = {}
     base = caller.mm.base + (1 << 19)
     for op, page, npages in seq:
@@ -72,5 +76,11 @@ def test_type1_matches_model(v2: bool, seq: list[tuple[str, int, int]]) -> None:
         except KernelError as e:
             got = -e.errno
         assert got == want, (op, page, npages)
-        pages = {m_.iova // PAGE + i for m_ in m.mappings("0000:00:04.0") for i in range(m_.size // PAGE)}
-        assert pages == {i // PAGE + k for i, s in maps.items() for k in range(s // PAGE)}
+        pages = {
+            m_.iova // PAGE + i
+            for m_ in m.mappings("0000:00:04.0")
+            for i in range(m_.size // PAGE)
+        }
+        assert pages == {
+            i // PAGE + k for i, s in maps.items() for k in range(s // PAGE)
+        }

@@ -17,41 +17,41 @@ import attrs
 _FMT = "cstruct_fmt"
 
 
-def _field(code: str, default: object = 0) -> Any:  # noqa: ANN401 - attrs field maker
+def _field(code: str, default: object = 0) -> Any:
     return attrs.field(default=default, metadata={_FMT: code})
 
 
-def u8(default: int = 0) -> Any:  # noqa: ANN401
+def u8(default: int = 0) -> Any:
     """An unsigned 8-bit field."""
     return _field("B", default)
 
 
-def u16(default: int = 0) -> Any:  # noqa: ANN401
+def u16(default: int = 0) -> Any:
     """An unsigned 16-bit field."""
     return _field("H", default)
 
 
-def u32(default: int = 0) -> Any:  # noqa: ANN401
+def u32(default: int = 0) -> Any:
     """An unsigned 32-bit field."""
     return _field("I", default)
 
 
-def s32(default: int = 0) -> Any:  # noqa: ANN401
+def s32(default: int = 0) -> Any:
     """A signed 32-bit field."""
     return _field("i", default)
 
 
-def u64(default: int = 0) -> Any:  # noqa: ANN401
+def u64(default: int = 0) -> Any:
     """An unsigned 64-bit field (also ``__aligned_u64`` and user pointers)."""
     return _field("Q", default)
 
 
-def s64(default: int = 0) -> Any:  # noqa: ANN401
+def s64(default: int = 0) -> Any:
     """A signed 64-bit field."""
     return _field("q", default)
 
 
-def pad(n: int) -> Any:  # noqa: ANN401
+def pad(n: int) -> Any:
     """``n`` bytes of padding or reserved space, read and written as ``bytes``."""
     return _field(f"{n}s", bytes(n))
 
@@ -65,7 +65,9 @@ class CStruct(Protocol):
     def pack(self) -> bytes: ...
 
     @classmethod
-    def unpack_from(cls, buf: bytes | bytearray | memoryview, offset: int = 0) -> Self: ...
+    def unpack_from(
+        cls, buf: bytes | bytearray | memoryview, offset: int = 0
+    ) -> Self: ...
 
     @classmethod
     def offsetofend(cls, name: str) -> int: ...
@@ -90,17 +92,17 @@ def cstruct(cls: type[T]) -> type[T]:
     pack_fn = st.pack
     unpack_fn = st.unpack_from
 
-    def pack(self: Any) -> bytes:  # noqa: ANN401
+    def pack(self: Any) -> bytes:
         return pack_fn(*[getattr(self, n) for n in names])
 
     def unpack_from(
-        klass: Any,  # noqa: ANN401
+        klass: Any,
         buf: bytes | bytearray | memoryview,
         offset: int = 0,
-    ) -> Any:  # noqa: ANN401
+    ) -> Any:
         return klass(*unpack_fn(buf, offset))
 
-    def offsetofend(klass: Any, name: str) -> int:  # noqa: ANN401, ARG001
+    def offsetofend(klass: Any, name: str) -> int:
         return ends[name]
 
     acls.SIZE = st.size
@@ -128,10 +130,10 @@ def ctuple(fmt: str) -> Callable[[type[NT]], type[NT]]:
         c.STRUCT = st
         c.SIZE = st.size
 
-        def unpack_from(klass: Any, buf: Any, offset: int = 0) -> Any:  # noqa: ANN401
+        def unpack_from(klass: Any, buf: Any, offset: int = 0) -> Any:
             return new(klass, unpack(buf, offset))
 
-        def pack(self: Any) -> bytes:  # noqa: ANN401
+        def pack(self: Any) -> bytes:
             return st.pack(*self)
 
         c.unpack_from = classmethod(unpack_from)

@@ -17,39 +17,42 @@ _IOC_WRITE: Final = 1
 _IOC_READ: Final = 2
 
 
-def _IOC(dir: int, type: int, nr: int, size: int) -> int:  # noqa: A002, N802
-    return (dir << _IOC_DIRSHIFT) | (type << _IOC_TYPESHIFT) | (nr << _IOC_NRSHIFT) | (
-        size << _IOC_SIZESHIFT
+def _IOC(dir: int, type: int, nr: int, size: int) -> int:
+    return (
+        (dir << _IOC_DIRSHIFT)
+        | (type << _IOC_TYPESHIFT)
+        | (nr << _IOC_NRSHIFT)
+        | (size << _IOC_SIZESHIFT)
     )
 
 
-def _IO(type: int, nr: int) -> int:  # noqa: A002, N802
+def _IO(type: int, nr: int) -> int:
     return _IOC(_IOC_NONE, type, nr, 0)
 
 
-def _IOR(type: int, nr: int, size: int) -> int:  # noqa: A002, N802
+def _IOR(type: int, nr: int, size: int) -> int:
     return _IOC(_IOC_READ, type, nr, size)
 
 
-def _IOW(type: int, nr: int, size: int) -> int:  # noqa: A002, N802
+def _IOW(type: int, nr: int, size: int) -> int:
     return _IOC(_IOC_WRITE, type, nr, size)
 
 
-def _IOWR(type: int, nr: int, size: int) -> int:  # noqa: A002, N802
+def _IOWR(type: int, nr: int, size: int) -> int:
     return _IOC(_IOC_READ | _IOC_WRITE, type, nr, size)
 
 
-def _IOC_NR(cmd: int) -> int:  # noqa: N802
+def _IOC_NR(cmd: int) -> int:
     return (cmd >> _IOC_NRSHIFT) & ((1 << _IOC_NRBITS) - 1)
 
 
-def _IOC_TYPE(cmd: int) -> int:  # noqa: N802
+def _IOC_TYPE(cmd: int) -> int:
     return (cmd >> _IOC_TYPESHIFT) & ((1 << _IOC_TYPEBITS) - 1)
 
 
-def _IOC_SIZE(cmd: int) -> int:  # noqa: N802
+def _IOC_SIZE(cmd: int) -> int:
     return (cmd >> _IOC_SIZESHIFT) & ((1 << _IOC_SIZEBITS) - 1)
 
 
-def _IOC_DIR(cmd: int) -> int:  # noqa: N802
+def _IOC_DIR(cmd: int) -> int:
     return (cmd >> _IOC_DIRSHIFT) & 3

@@ -26,7 +26,9 @@ VFIO_SPAPR_TCE_IOMMU: Final = 2
 VFIO_TYPE1v2_IOMMU: Final = 3
 VFIO_DMA_CC_IOMMU: Final = 4
 VFIO_EEH: Final = 5
-VFIO_TYPE1_NESTING_IOMMU: Final = 6  # __VFIO_RESERVED_TYPE1_NESTING_IOMMU in new headers
+VFIO_TYPE1_NESTING_IOMMU: Final = (
+    6  # __VFIO_RESERVED_TYPE1_NESTING_IOMMU in new headers
+)
 VFIO_SPAPR_TCE_v2_IOMMU: Final = 7
 VFIO_NOIOMMU_IOMMU: Final = 8
 VFIO_UNMAP_ALL: Final = 9
@@ -159,11 +161,11 @@ VFIO_PCI_NUM_IRQS: Final = 5
 VFIO_PCI_OFFSET_SHIFT: Final = 40
 
 
-def VFIO_PCI_INDEX_TO_OFFSET(index: int) -> int:  # noqa: N802
+def VFIO_PCI_INDEX_TO_OFFSET(index: int) -> int:
     return index << VFIO_PCI_OFFSET_SHIFT
 
 
-def VFIO_PCI_OFFSET_TO_INDEX(off: int) -> int:  # noqa: N802
+def VFIO_PCI_OFFSET_TO_INDEX(off: int) -> int:
     return off >> VFIO_PCI_OFFSET_SHIFT
 
 

@@ -35,7 +35,9 @@ class PciDevice:
         self.driver = spec.driver
         self.iommu_group: IommuGroup | None = None
         self.irq_sink: IrqSink | None = None
-        self.config_size = R.PCI_CFG_SPACE_EXP_SIZE if spec.pcie else R.PCI_CFG_SPACE_SIZE
+        self.config_size = (
+            R.PCI_CFG_SPACE_EXP_SIZE if spec.pcie else R.PCI_CFG_SPACE_SIZE
+        )
         self.bars: dict[int, BarSpec] = {b.index: b for b in spec.bars}
         self.msix_bar: int | None = None
         if spec.irqs.msix:
@@ -61,14 +63,26 @@ class PciDevice:
         put(R.PCI_VENDOR_ID, "H", s.vendor)
         put(R.PCI_DEVICE_ID, "H", s.device)
         put(R.PCI_REVISION_ID, "B", s.revision)
-        put(R.PCI_CLASS_PROG, "I", s.class_code)  # 3 bytes; the 4th is overwritten below
+        put(
+            R.PCI_CLASS_PROG, "I", s.class_code
+        )  # 3 bytes; the 4th is overwritten below
         put(R.PCI_CACHE_LINE_SIZE, "B", 0)
         put(R.PCI_HEADER_TYPE, "B", 0)
         put(R.PCI_SUBSYSTEM_VENDOR_ID, "H", s.subsystem_vendor)
         put(R.PCI_SUBSYSTEM_ID, "H", s.subsystem_device)
-        wm(R.PCI_COMMAND, "H", R.PCI_COMMAND_IO | R.PCI_COMMAND_MEMORY | R.PCI_COMMAND_MASTER
-           | R.PCI_COMMAND_PARITY | R.PCI_COMMAND_SERR | R.PCI_COMMAND_INTX_DISABLE)
-        struct.pack_into("<H", self.w1cmask, R.PCI_STATUS, 0xF900)  # error bits are RW1C
+        wm(
+            R.PCI_COMMAND,
+            "H",
+            R.PCI_COMMAND_IO
+            | R.PCI_COMMAND_MEMORY
+            | R.PCI_COMMAND_MASTER
+            | R.PCI_COMMAND_PARITY
+            | R.PCI_COMMAND_SERR
+            | R.PCI_COMMAND_INTX_DISABLE,
+        )
+        struct.pack_into(
+            "<H", self.w1cmask, R.PCI_STATUS, 0xF900
+        )  # error bits are RW1C
         wm(R.PCI_CACHE_LINE_SIZE, "B", 0xFF)
         wm(R.PCI_LATENCY_TIMER, "B", 0xFF)
         wm(R.PCI_INTERRUPT_LINE, "B", 0xFF)
@@ -81,7 +95,8 @@ class PciDevice:
                 wm(off, "I", ~(bar.size - 1) & 0xFFFFFFFC)
                 continue
             flags = (R.PCI_BASE_ADDRESS_MEM_TYPE_64 if bar.is_64 else 0) | (
-                R.PCI_BASE_ADDRESS_MEM_PREFETCH if bar.prefetch else 0)
+                R.PCI_BASE_ADDRESS_MEM_PREFETCH if bar.prefetch else 0
+            )
             put(off, "I", flags)
             mask = ~(bar.size - 1) & ((1 << 64) - 1 if bar.is_64 else 0xFFFFFFFF) & ~0xF
             wm(off, "I", mask & 0xFFFFFFFF)
@@ -105,14 +120,22 @@ class PciDevice:
         if s.irqs.msi:
             qmask = (s.irqs.msi.bit_length() - 1) << 1
             put(CAP_MSI + R.PCI_MSI_FLAGS, "H", qmask | R.PCI_MSI_FLAGS_64BIT)
-            wm(CAP_MSI + R.PCI_MSI_FLAGS, "H", R.PCI_MSI_FLAGS_ENABLE | R.PCI_MSI_FLAGS_QSIZE)
+            wm(
+                CAP_MSI + R.PCI_MSI_FLAGS,
+                "H",
+                R.PCI_MSI_FLAGS_ENABLE | R.PCI_MSI_FLAGS_QSIZE,
+            )
             wm(CAP_MSI + 4, "I", 0xFFFFFFFC)  # address
             wm(CAP_MSI + 8, "I", 0xFFFFFFFF)  # upper address
             wm(CAP_MSI + 12, "H", 0xFFFF)  # data
         if s.irqs.msix and self.msix_bar is not None:
             size = self.bars[self.msix_bar].size
             put(CAP_MSIX + R.PCI_MSIX_FLAGS, "H", s.irqs.msix - 1)
-            wm(CAP_MSIX + R.PCI_MSIX_FLAGS, "H", R.PCI_MSIX_FLAGS_ENABLE | R.PCI_MSIX_FLAGS_MASKALL)
+            wm(
+                CAP_MSIX + R.PCI_MSIX_FLAGS,
+                "H",
+                R.PCI_MSIX_FLAGS_ENABLE | R.PCI_MSIX_FLAGS_MASKALL,
+            )
             put(CAP_MSIX + R.PCI_MSIX_TABLE, "I", self.msix_bar | size // 2)
             put(CAP_MSIX + R.PCI_MSIX_PBA, "I", self.msix_bar | size * 3 // 4)
         if s.pcie:
@@ -169,7 +192,9 @@ class PciDevice:
         if off < half:
             return bytes(self.msix_table[off : off + size]).ljust(size, b"\0")
         pba = sum(1 << v for v in self.msix_pending)
-        return pba.to_bytes(half, "little")[off - half : off - half + size].ljust(size, b"\0")
+        return pba.to_bytes(half, "little")[off - half : off - half + size].ljust(
+            size, b"\0"
+        )
 
     def _msix_write(self, off: int, data: bytes) -> None:
         if off < len(self.msix_table):
@@ -183,15 +208,23 @@ class PciDevice:
 
     @property
     def msix_enabled(self) -> bool:
-        return bool(self.spec.irqs.msix and self.cfg(CAP_MSIX + R.PCI_MSIX_FLAGS) & R.PCI_MSIX_FLAGS_ENABLE)
+        return bool(
+            self.spec.irqs.msix
+            and self.cfg(CAP_MSIX + R.PCI_MSIX_FLAGS) & R.PCI_MSIX_FLAGS_ENABLE
+        )
 
     @property
     def msi_enabled(self) -> bool:
-        return bool(self.spec.irqs.msi and self.cfg(CAP_MSI + R.PCI_MSI_FLAGS) & R.PCI_MSI_FLAGS_ENABLE)
+        return bool(
+            self.spec.irqs.msi
+            and self.cfg(CAP_MSI + R.PCI_MSI_FLAGS) & R.PCI_MSI_FLAGS_ENABLE
+        )
 
     def msix_masked(self, vector: int) -> bool:
         ctrl = self.msix_table[vector * 16 + 12]
-        return bool(ctrl & 1 or self.cfg(CAP_MSIX + R.PCI_MSIX_FLAGS) & R.PCI_MSIX_FLAGS_MASKALL)
+        return bool(
+            ctrl & 1 or self.cfg(CAP_MSIX + R.PCI_MSIX_FLAGS) & R.PCI_MSIX_FLAGS_MASKALL
+        )
 
     def raise_irq(self, vector: int = 0) -> None:
         """Signal interrupt ``vector`` the way config space says: MSI-X, MSI or INTx."""
@@ -203,7 +236,10 @@ class PciDevice:
                     self._deliver(2, vector)
         elif self.msi_enabled:
             self._deliver(1, vector)
-        elif self.spec.irqs.intx and not self.cfg(R.PCI_COMMAND) & R.PCI_COMMAND_INTX_DISABLE:
+        elif (
+            self.spec.irqs.intx
+            and not self.cfg(R.PCI_COMMAND) & R.PCI_COMMAND_INTX_DISABLE
+        ):
             self.config[R.PCI_STATUS] |= R.PCI_STATUS_INTERRUPT
             self._deliver(0, 0)
 

@@ -18,23 +18,23 @@ from ..vfio.vfio_main import VfioCore, VfioDevice
 from .node import Attribute, DeviceNode, Directory, OpenFile, Symlink, text
 from .sysfs import (
     IOMMU_MISC_MINOR,
-    MISC_MAJOR,
-    PCI_ROOT,
-    VFIO_DEV_MAJOR,
-    VFIO_GROUP_MAJOR,
-    VFIO_MINOR,
     IORESOURCE_IO,
     IORESOURCE_MEM,
     IORESOURCE_MEM_64,
     IORESOURCE_PREFETCH,
     IORESOURCE_SIZEALIGN,
+    MISC_MAJOR,
+    PCI_ROOT,
+    VFIO_DEV_MAJOR,
+    VFIO_GROUP_MAJOR,
+    VFIO_MINOR,
     populate_iommu_group,
     populate_modules,
     populate_pci_device,
 )
 
 
-def _dev(mode: int, opener: Any) -> DeviceNode:  # noqa: ANN401
+def _dev(mode: int, opener: Any) -> DeviceNode:
     return DeviceNode(mode=stat.S_IFREG | mode, opener=opener)
 
 
@@ -59,7 +59,9 @@ class VfioTree:
             misc.add("dev", Attribute(show=text(f"{MISC_MAJOR}:{VFIO_MINOR}")))
         if self.iommufd_open is not None:
             dev.add("iommu", _dev(0o660, self.iommufd_open))
-            sys_.mkdir("class").mkdir("misc").mkdir("iommu").add("dev", Attribute(show=text(f"{MISC_MAJOR}:{IOMMU_MISC_MINOR}")))
+            sys_.mkdir("class").mkdir("misc").mkdir("iommu").add(
+                "dev", Attribute(show=text(f"{MISC_MAJOR}:{IOMMU_MISC_MINOR}"))
+            )
         if opts.device_cdev and opts.iommufd:
             vfio.mkdir("devices")
         sys_.mkdir("devices").mkdir(PCI_ROOT)
@@ -81,7 +83,11 @@ class VfioTree:
                     "disable_hugepages": lambda: "N",
                 },
                 "vfio_pci": {"nointxmask": lambda: "N", "disable_idle_d3": lambda: "N"},
-                **({"iommufd": {"allow_unsafe_interrupts": lambda: "N"}} if opts.iommufd else {}),
+                **(
+                    {"iommufd": {"allow_unsafe_interrupts": lambda: "N"}}
+                    if opts.iommufd
+                    else {}
+                ),
             },
         )
         self.core.listeners.append(self)
@@ -93,25 +99,44 @@ class VfioTree:
 
     # --- VfioListener --------------------------------------------------------------------
 
-    def group_added(self, group: Any) -> None:  # noqa: ANN401
-        minor = next(i for i in range(len(self.group_minors) + 1) if i not in self.group_minors.values())
+    def group_added(self, group: Any) -> None:
+        minor = next(
+            i
+            for i in range(len(self.group_minors) + 1)
+            if i not in self.group_minors.values()
+        )
         self.group_minors[group.name] = minor
         vfio = self.root.walk("dev/vfio")
         assert isinstance(vfio, Directory)
         vfio.add(group.name, _dev(0o600, group.open))
         ig = group.iommu_group
         gdir = self._sys("kernel/iommu_groups").mkdir(str(ig.id))
-        populate_iommu_group(gdir, ig.id, name=ig.name, reserved=lambda: list(ig.reserved_regions))
+        populate_iommu_group(
+            gdir, ig.id, name=ig.name, reserved=lambda: list(ig.reserved_regions)
+        )
         cdev = self._sys("devices/virtual/vfio").mkdir(group.name)
         cdev.add("dev", Attribute(show=text(f"{VFIO_GROUP_MAJOR}:{minor}")))
-        cdev.add("uevent", Attribute(mode=stat.S_IFREG | 0o644, show=text(
-            f"MAJOR={VFIO_GROUP_MAJOR}\nMINOR={minor}\nDEVNAME=vfio/{group.name}"), store=lambda b: None))
-        self._sys("class/vfio").add(group.name, Symlink(target=f"../../devices/virtual/vfio/{group.name}"))
+        cdev.add(
+            "uevent",
+            Attribute(
+                mode=stat.S_IFREG | 0o644,
+                show=text(
+                    f"MAJOR={VFIO_GROUP_MAJOR}\nMINOR={minor}\nDEVNAME=vfio/{group.name}"
+                ),
+                store=lambda b: None,
+            ),
+        )
+        self._sys("class/vfio").add(
+            group.name, Symlink(target=f"../../devices/virtual/vfio/{group.name}")
+        )
         # debugfs-style view of what the group's devices can reach (not in a real kernel)
         dbg = self._sys("kernel/debug/vfiofs/iommu_groups").mkdir(str(ig.id))
-        dbg.add("mappings", Attribute(mode=stat.S_IFREG | 0o400, show=lambda: _mappings_text(ig)))
+        dbg.add(
+            "mappings",
+            Attribute(mode=stat.S_IFREG | 0o400, show=lambda: _mappings_text(ig)),
+        )
 
-    def group_removed(self, group: Any) -> None:  # noqa: ANN401
+    def group_removed(self, group: Any) -> None:
         self.group_minors.pop(group.name, None)
         vfio = self.root.walk("dev/vfio")
         assert isinstance(vfio, Directory)
@@ -132,9 +157,13 @@ class VfioTree:
             irq=lambda: 0,
             group_id=lambda: vdev.iommu_group.id,
         )
-        self._sys("bus/pci/devices").add(bdf, Symlink(target=f"../../../devices/{PCI_ROOT}/{bdf}"))
+        self._sys("bus/pci/devices").add(
+            bdf, Symlink(target=f"../../../devices/{PCI_ROOT}/{bdf}")
+        )
         if pdev.driver == "vfio-pci":
-            self._sys("bus/pci/drivers/vfio-pci").add(bdf, Symlink(target=f"../../../../devices/{PCI_ROOT}/{bdf}"))
+            self._sys("bus/pci/drivers/vfio-pci").add(
+                bdf, Symlink(target=f"../../../../devices/{PCI_ROOT}/{bdf}")
+            )
         gdev = self._sys(f"kernel/iommu_groups/{vdev.iommu_group.id}/devices")
         gdev.add(bdf, Symlink(target=f"../../../../devices/{PCI_ROOT}/{bdf}"))
         if vdev.index is None and not vdev.noiommu:
@@ -146,14 +175,26 @@ class VfioTree:
             return
         vd = ddir.mkdir("vfio-dev").mkdir(name)
         vd.add("dev", Attribute(show=text(f"{VFIO_DEV_MAJOR}:{vdev.index}")))
-        vd.add("uevent", Attribute(mode=stat.S_IFREG | 0o644, show=text(
-            f"MAJOR={VFIO_DEV_MAJOR}\nMINOR={vdev.index}\nDEVNAME=vfio/devices/{name}"), store=lambda b: None))
+        vd.add(
+            "uevent",
+            Attribute(
+                mode=stat.S_IFREG | 0o644,
+                show=text(
+                    f"MAJOR={VFIO_DEV_MAJOR}\nMINOR={vdev.index}\nDEVNAME=vfio/devices/{name}"
+                ),
+                store=lambda b: None,
+            ),
+        )
         vd.add("device", Symlink(target=f"../../../{bdf}"))
         vd.add("subsystem", Symlink(target="../../../../../class/vfio-dev"))
-        self._sys("class/vfio-dev").add(name, Symlink(target=f"../../devices/{PCI_ROOT}/{bdf}/vfio-dev/{name}"))
+        self._sys("class/vfio-dev").add(
+            name, Symlink(target=f"../../devices/{PCI_ROOT}/{bdf}/vfio-dev/{name}")
+        )
         devices = self.root.walk("dev/vfio/devices")
         assert isinstance(devices, Directory)
-        devices.add(name, _dev(0o600, lambda caller, flags: self.cdev_open(vdev, caller, flags)))
+        devices.add(
+            name, _dev(0o600, lambda caller, flags: self.cdev_open(vdev, caller, flags))
+        )
 
     def cdev_open(self, vdev: VfioDevice, caller: Caller, flags: int) -> OpenFile:
         from ..vfio.device_cdev import vfio_device_fops_cdev_open
@@ -176,7 +217,7 @@ class VfioTree:
             devices.remove(name)
 
 
-def _mappings_text(group: Any) -> bytes:  # noqa: ANN401
+def _mappings_text(group: Any) -> bytes:
     """One line per mapping: ``iova-last pid:vaddr prot``."""
     if group.domain is None:
         return b""
@@ -184,11 +225,13 @@ def _mappings_text(group: Any) -> bytes:  # noqa: ANN401
     for m in group.domain.pagetable.walk():
         owner = getattr(m.owner, "tgid", m.owner)
         prot = ("r" if m.prot & 1 else "-") + ("w" if m.prot & 2 else "-")
-        lines.append(f"0x{m.iova:016x}-0x{m.iova + m.size - 1:016x} {owner}:0x{m.vaddr:x} {prot}\n")
+        lines.append(
+            f"0x{m.iova:016x}-0x{m.iova + m.size - 1:016x} {owner}:0x{m.vaddr:x} {prot}\n"
+        )
     return "".join(lines).encode()
 
 
-def _resources(pdev: Any) -> list[tuple[int, int, int]]:  # noqa: ANN401
+def _resources(pdev: Any) -> list[tuple[int, int, int]]:
     """``resource`` lines: BARs get made-up, naturally aligned host addresses."""
     out = []
     base = 0xFE000000

@@ -95,7 +95,7 @@ class Node:
     unlinked: bool = attrs.field(default=False, kw_only=True)
 
     @property
-    def is_dir(self) -> bool:  # noqa: D102
+    def is_dir(self) -> bool:
         return stat.S_ISDIR(self.mode)
 
     def size(self) -> int:
@@ -153,7 +153,7 @@ class Symlink(Node):
     target: str = ""
     mode: int = stat.S_IFLNK | 0o777
 
-    def size(self) -> int:  # noqa: D102
+    def size(self) -> int:
         return len(self.target.encode())
 
 
@@ -172,7 +172,7 @@ class Attribute(Node):
     read_at: Callable[[int, int], bytes] | None = None
     write_at: Callable[[int, bytes], int] | None = None
 
-    def size(self) -> int:  # noqa: D102
+    def size(self) -> int:
         return 4096 if self.bin_size is None else self.bin_size
 
 

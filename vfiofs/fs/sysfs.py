@@ -72,15 +72,8 @@ def resource_text(bars: list[tuple[int, int, int]]) -> bytes:
 
 def modalias(dev: SysfsPciDevice) -> str:
     cls = _cfg(dev, 0x09, 3)
-    return "pci:v%08Xd%08Xsv%08Xsd%08Xbc%02Xsc%02Xi%02X" % (
-        _cfg(dev, 0, 2),
-        _cfg(dev, 2, 2),
-        _cfg(dev, 0x2C, 2),
-        _cfg(dev, 0x2E, 2),
-        cls >> 16,
-        (cls >> 8) & 0xFF,
-        cls & 0xFF,
-    )
+    ids = f"v{_cfg(dev, 0, 2):08X}d{_cfg(dev, 2, 2):08X}sv{_cfg(dev, 0x2C, 2):08X}sd{_cfg(dev, 0x2E, 2):08X}"
+    return f"pci:{ids}bc{cls >> 16:02X}sc{(cls >> 8) & 0xFF:02X}i{cls & 0xFF:02X}"
 
 
 def populate_pci_device(
@@ -110,14 +103,23 @@ def populate_pci_device(
     d.add("dma_mask_bits", Attribute(show=text("64")))
     d.add("consistent_dma_mask_bits", Attribute(show=text("64")))
     d.add("local_cpulist", Attribute(show=text("0-1")))
-    d.add("driver_override", Attribute(mode=_mode(0o644), show=text(lambda: dev.driver or "(null)"), store=_refuse))
+    d.add(
+        "driver_override",
+        Attribute(
+            mode=_mode(0o644), show=text(lambda: dev.driver or "(null)"), store=_refuse
+        ),
+    )
     d.add("resource", Attribute(show=lambda: resource_text(resources())))
     d.add(
         "config",
         Attribute(
             mode=_mode(0o644),
             bin_size=dev.config_size,
-            read_at=lambda off, size: dev.config_read(off, max(0, min(size, dev.config_size - off))) if off < dev.config_size else b"",
+            read_at=lambda off, size: (
+                dev.config_read(off, max(0, min(size, dev.config_size - off)))
+                if off < dev.config_size
+                else b""
+            ),
         ),
     )
 
@@ -148,20 +150,37 @@ def _refuse(data: bytes) -> None:
 
 
 def populate_iommu_group(
-    g: Directory, group_id: int, *, name: str | None, reserved: Callable[[], list[tuple[int, int, str]]]
+    g: Directory,
+    group_id: int,
+    *,
+    name: str | None,
+    reserved: Callable[[], list[tuple[int, int, str]]],
 ) -> Directory:
     """Fill ``sys/kernel/iommu_groups/<N>``; returns its ``devices`` directory."""
-    g.add("type", Attribute(mode=_mode(0o644), show=text("DMA" if name is None else "unknown"), store=_refuse))
+    g.add(
+        "type",
+        Attribute(
+            mode=_mode(0o644),
+            show=text("DMA" if name is None else "unknown"),
+            store=_refuse,
+        ),
+    )
     g.add(
         "reserved_regions",
-        Attribute(show=lambda: "".join(f"0x{s:016x} 0x{e:016x} {t}\n" for s, e, t in reserved()).encode()),
+        Attribute(
+            show=lambda: "".join(
+                f"0x{s:016x} 0x{e:016x} {t}\n" for s, e, t in reserved()
+            ).encode()
+        ),
     )
     if name is not None:
         g.add("name", Attribute(show=text(name)))
     return g.mkdir("devices")
 
 
-def populate_modules(sys_dir: Directory, params: dict[str, dict[str, Callable[[], str]]]) -> None:
+def populate_modules(
+    sys_dir: Directory, params: dict[str, dict[str, Callable[[], str]]]
+) -> None:
     """``sys/module/<mod>/parameters/<p>`` (read-only views of the daemon's options)."""
     module = sys_dir.mkdir("module")
     for mod, values in params.items():

@@ -32,7 +32,7 @@ class AttributeFile:
     node: Attribute
     snapshot: bytes | None = None
 
-    def read(self, caller: Caller, offset: int, size: int) -> bytes:  # noqa: ARG002
+    def read(self, caller: Caller, offset: int, size: int) -> bytes:
         node = self.node
         if node.read_at is not None:
             return node.read_at(offset, size)
@@ -42,7 +42,7 @@ class AttributeFile:
             self.snapshot = node.show()
         return self.snapshot[offset : offset + size]
 
-    def write(self, caller: Caller, offset: int, data: bytes) -> int:  # noqa: ARG002
+    def write(self, caller: Caller, offset: int, data: bytes) -> int:
         node = self.node
         if node.write_at is not None:
             return node.write_at(offset, data)
@@ -139,7 +139,9 @@ class Tree:
         """The stat fields of a node."""
         nlink = 1
         if isinstance(node, Directory):
-            nlink = 2 + sum(1 for c in node.children.values() if isinstance(c, Directory))
+            nlink = 2 + sum(
+                1 for c in node.children.values() if isinstance(c, Directory)
+            )
         return {
             "ino": nodeid,
             "size": node.size(),
@@ -187,7 +189,9 @@ class Tree:
         h.entries = list(node.children.items())
         return h
 
-    def _add_handle(self, nodeid: int, node: Node, flags: int, file: OpenFile | None) -> Handle:
+    def _add_handle(
+        self, nodeid: int, node: Node, flags: int, file: OpenFile | None
+    ) -> Handle:
         fh = self._next_fh
         self._next_fh += 1
         h = Handle(fh, nodeid, node, flags, file)

@@ -32,23 +32,35 @@ OPCODES: Final[dict[int, OpSpec]] = {
     Op.FUSE_RELEASE: OpSpec("RELEASE", rq.Release, k.FuseReleaseIn, 0, False, True),
     Op.FUSE_FSYNC: OpSpec("FSYNC", rq.Fsync, k.FuseFsyncIn, 0, False, True),
     Op.FUSE_GETXATTR: OpSpec("GETXATTR", rq.Getxattr, k.FuseGetxattrIn, 1, False, True),
-    Op.FUSE_LISTXATTR: OpSpec("LISTXATTR", rq.Listxattr, k.FuseGetxattrIn, 0, False, True),
+    Op.FUSE_LISTXATTR: OpSpec(
+        "LISTXATTR", rq.Listxattr, k.FuseGetxattrIn, 0, False, True
+    ),
     Op.FUSE_FLUSH: OpSpec("FLUSH", rq.Flush, k.FuseFlushIn, 0, False, True),
     Op.FUSE_INIT: OpSpec("INIT", rq.Init, k.FuseInitIn, 0, False, True),
     Op.FUSE_OPENDIR: OpSpec("OPENDIR", rq.Opendir, k.FuseOpenIn, 0, False, True),
     Op.FUSE_READDIR: OpSpec("READDIR", rq.Readdir, k.FuseReadIn, 0, False, True),
-    Op.FUSE_RELEASEDIR: OpSpec("RELEASEDIR", rq.Releasedir, k.FuseReleaseIn, 0, False, True),
+    Op.FUSE_RELEASEDIR: OpSpec(
+        "RELEASEDIR", rq.Releasedir, k.FuseReleaseIn, 0, False, True
+    ),
     Op.FUSE_FSYNCDIR: OpSpec("FSYNCDIR", rq.Fsyncdir, k.FuseFsyncIn, 0, False, True),
     Op.FUSE_ACCESS: OpSpec("ACCESS", rq.Access, k.FuseAccessIn, 0, False, True),
-    Op.FUSE_INTERRUPT: OpSpec("INTERRUPT", rq.Interrupt, k.FuseInterruptIn, 0, False, False),
+    Op.FUSE_INTERRUPT: OpSpec(
+        "INTERRUPT", rq.Interrupt, k.FuseInterruptIn, 0, False, False
+    ),
     Op.FUSE_DESTROY: OpSpec("DESTROY", rq.Destroy, None, 0, False, True),
     Op.FUSE_IOCTL: OpSpec("IOCTL", rq.Ioctl, k.FuseIoctlIn, 0, True, True),
     Op.FUSE_POLL: OpSpec("POLL", rq.Poll, k.FusePollIn, 0, False, True),
-    Op.FUSE_BATCH_FORGET: OpSpec("BATCH_FORGET", rq.BatchForget, k.FuseBatchForgetIn, 0, True, False),
-    Op.FUSE_READDIRPLUS: OpSpec("READDIRPLUS", rq.Readdirplus, k.FuseReadIn, 0, False, True),
+    Op.FUSE_BATCH_FORGET: OpSpec(
+        "BATCH_FORGET", rq.BatchForget, k.FuseBatchForgetIn, 0, True, False
+    ),
+    Op.FUSE_READDIRPLUS: OpSpec(
+        "READDIRPLUS", rq.Readdirplus, k.FuseReadIn, 0, False, True
+    ),
 }
 
-SPEC_OF_CLASS: Final[dict[type, tuple[int, OpSpec]]] = {s.cls: (op, s) for op, s in OPCODES.items()}
+SPEC_OF_CLASS: Final[dict[type, tuple[int, OpSpec]]] = {
+    s.cls: (op, s) for op, s in OPCODES.items()
+}
 
 
 def opname(opcode: int) -> str:

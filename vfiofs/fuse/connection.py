@@ -13,8 +13,7 @@ import struct
 from typing import Final
 
 from ..abi import fuse_kernel as k
-from ..abi.fuse_kernel import FuseInitFlags as F
-from ..abi.fuse_kernel import FuseOpcode as Op
+from ..abi.fuse_kernel import FuseInitFlags as F, FuseOpcode as Op
 from ..errors import ProtocolError
 from . import requests as rq
 from ._opcodes import OPCODES
@@ -52,7 +51,9 @@ _TRANSITIONS: Final = {
 _FIXED: Final = {
     op: (spec.cls, spec.arg, spec.arg.STRUCT.unpack_from, spec.arg.SIZE, spec.rest)
     for op, spec in OPCODES.items()
-    if spec.arg is not None and not spec.names and op not in (Op.FUSE_INIT, Op.FUSE_WRITE, Op.FUSE_BATCH_FORGET)
+    if spec.arg is not None
+    and not spec.names
+    and op not in (Op.FUSE_INIT, Op.FUSE_WRITE, Op.FUSE_BATCH_FORGET)
 }
 
 
@@ -112,7 +113,9 @@ class FuseConnection:
         if nxt is None:
             raise ProtocolError(f"opcode {opcode} in state {self.state.value}")
 
-    def _receive_slow(self, hdr: k.FuseInHeader, buf: bytes | bytearray | memoryview, n: int) -> rq.Request:
+    def _receive_slow(
+        self, hdr: k.FuseInHeader, buf: bytes | bytearray | memoryview, n: int
+    ) -> rq.Request:
         opcode = hdr.opcode
         spec = OPCODES.get(opcode)
         if spec is None:
@@ -134,7 +137,9 @@ class FuseConnection:
             if size == st.SIZE:
                 arg = st.unpack_from(buf, pos)
             else:
-                arg = k.FuseInitIn(*k.FuseInitInCompat.unpack_from(buf, pos), 0, bytes(44))  # type: ignore[attr-defined]
+                arg = k.FuseInitIn(
+                    *k.FuseInitInCompat.unpack_from(buf, pos), 0, bytes(44)
+                )  # type: ignore[attr-defined]
             pos += size
         name = b""
         if spec.names:
@@ -151,7 +156,10 @@ class FuseConnection:
             if len(data) < arg.size:
                 return _bad(hdr, f"WRITE of {arg.size} bytes carries {len(data)}")
             data = data[: arg.size]
-        elif opcode == Op.FUSE_BATCH_FORGET and len(data) < arg.count * k.FuseForgetOne.SIZE:  # type: ignore[attr-defined]
+        elif (
+            opcode == Op.FUSE_BATCH_FORGET
+            and len(data) < arg.count * k.FuseForgetOne.SIZE
+        ):  # type: ignore[attr-defined]
             return _bad(hdr, "BATCH_FORGET shorter than its count")
         elif opcode == Op.FUSE_DESTROY:
             self.state = ConnState.DESTROYED
@@ -170,9 +178,29 @@ class FuseConnection:
         a = req.arg
         if a.major > k.FUSE_KERNEL_VERSION:
             # tell the kernel our major; it sends INIT again
-            return self.reply(req, k.FuseInitOut(k.FUSE_KERNEL_VERSION, k.FUSE_KERNEL_MINOR_VERSION, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, bytes(22)).pack()[:24])  # type: ignore[attr-defined]
+            return self.reply(
+                req,
+                k.FuseInitOut(
+                    k.FUSE_KERNEL_VERSION,
+                    k.FUSE_KERNEL_MINOR_VERSION,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    bytes(22),
+                ).pack()[:24],
+            )  # type: ignore[attr-defined]
         if a.major < k.FUSE_KERNEL_VERSION or a.minor < k.FUSE_MIN_MINOR:
-            raise ProtocolError(f"kernel FUSE {a.major}.{a.minor} is older than 7.{k.FUSE_MIN_MINOR}")
+            raise ProtocolError(
+                f"kernel FUSE {a.major}.{a.minor} is older than 7.{k.FUSE_MIN_MINOR}"
+            )
         offered = a.flags | ((a.flags2 << 32) if a.flags & F.FUSE_INIT_EXT else 0)
         flags = self.want & offered
         self.minor = min(a.minor, k.FUSE_KERNEL_MINOR_VERSION)
@@ -196,7 +224,9 @@ class FuseConnection:
             0,
             bytes(22),
         ).pack()
-        return self.reply(req, out if self.minor > 22 else out[: k.FUSE_COMPAT_22_INIT_OUT_SIZE])
+        return self.reply(
+            req, out if self.minor > 22 else out[: k.FUSE_COMPAT_22_INIT_OUT_SIZE]
+        )
 
     def reply(self, req: rq.Request, *parts: bytes) -> bytes:
         """A successful reply: the header and the body parts."""
@@ -213,7 +243,9 @@ class FuseConnection:
 
     def notify_poll(self, kh: int) -> bytes:
         """FUSE_NOTIFY_POLL: wake the poller registered with ``kh``."""
-        return _OUT.pack(24, k.FuseNotifyCode.FUSE_NOTIFY_POLL, 0) + kh.to_bytes(8, "little")  # type: ignore[no-any-return]
+        return _OUT.pack(24, k.FuseNotifyCode.FUSE_NOTIFY_POLL, 0) + kh.to_bytes(
+            8, "little"
+        )  # type: ignore[no-any-return]
 
 
 def encode_request(req: rq.Request, *, extensions: bytes = b"") -> bytes:
@@ -231,5 +263,15 @@ def encode_request(req: rq.Request, *, extensions: bytes = b"") -> bytes:
     body += req.data
     h = req.header
     length = _IN_SIZE + len(body) + len(extensions)
-    head = _IN.pack(length, h.opcode, h.unique, h.nodeid, h.uid, h.gid, h.pid, len(extensions) // 8, 0)
+    head = _IN.pack(
+        length,
+        h.opcode,
+        h.unique,
+        h.nodeid,
+        h.uid,
+        h.gid,
+        h.pid,
+        len(extensions) // 8,
+        0,
+    )
     return head + body + extensions  # type: ignore[no-any-return]

@@ -36,14 +36,32 @@ class Attr(NamedTuple):
 def fuse_attr(a: Attr) -> bytes:
     """``struct fuse_attr``."""
     return _ATTR.pack(
-        a.ino, a.size, a.blocks, a.atime, a.mtime, a.ctime, 0, 0, 0,
-        a.mode, a.nlink, a.uid, a.gid, a.rdev, a.blksize, 0,
+        a.ino,
+        a.size,
+        a.blocks,
+        a.atime,
+        a.mtime,
+        a.ctime,
+        0,
+        0,
+        0,
+        a.mode,
+        a.nlink,
+        a.uid,
+        a.gid,
+        a.rdev,
+        a.blksize,
+        0,
     )
 
 
-def entry_out(nodeid: int, attr: Attr, entry_valid: int, attr_valid: int, generation: int = 0) -> bytes:
+def entry_out(
+    nodeid: int, attr: Attr, entry_valid: int, attr_valid: int, generation: int = 0
+) -> bytes:
     """``struct fuse_entry_out`` (LOOKUP)."""
-    return _ENTRY_HEAD.pack(nodeid, generation, entry_valid, attr_valid, 0, 0) + fuse_attr(attr)
+    return _ENTRY_HEAD.pack(
+        nodeid, generation, entry_valid, attr_valid, 0, 0
+    ) + fuse_attr(attr)
 
 
 def attr_out(attr: Attr, valid: int) -> bytes:
@@ -61,9 +79,18 @@ def write_out(size: int) -> bytes:
     return k.FuseWriteOut(size, 0).pack()  # type: ignore[attr-defined, no-any-return]
 
 
-def statfs_out(*, bsize: int = 4096, namelen: int = 255, frsize: int = 4096, blocks: int = 0, files: int = 0) -> bytes:
+def statfs_out(
+    *,
+    bsize: int = 4096,
+    namelen: int = 255,
+    frsize: int = 4096,
+    blocks: int = 0,
+    files: int = 0,
+) -> bytes:
     """``struct fuse_statfs_out``."""
-    return k.FuseKstatfs(blocks, 0, 0, files, 0, bsize, namelen, frsize, 0, bytes(24)).pack()  # type: ignore[attr-defined, no-any-return]
+    return k.FuseKstatfs(
+        blocks, 0, 0, files, 0, bsize, namelen, frsize, 0, bytes(24)
+    ).pack()  # type: ignore[attr-defined, no-any-return]
 
 
 def ioctl_out(result: int) -> bytes:
@@ -128,7 +155,9 @@ _REPLY_BODY: dict[int, Any] = {
 }
 
 
-def decode_reply(opcode: int, buf: bytes) -> tuple[k.FuseOutHeader, tuple[Any, ...] | bytes]:
+def decode_reply(
+    opcode: int, buf: bytes
+) -> tuple[k.FuseOutHeader, tuple[Any, ...] | bytes]:
     """Split a reply into its header and its parsed body (structs), or raw bytes for
     READ, READLINK, READDIR and error replies."""
     hdr = k.FuseOutHeader.unpack_from(buf)  # type: ignore[attr-defined]

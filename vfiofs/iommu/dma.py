@@ -8,7 +8,7 @@ from .group import IommuGroup
 from .pagetable import IOMMU_READ, IOMMU_WRITE, PAGE_SIZE
 
 
-class DmaFault(Exception):  # noqa: N818 - what the hardware calls it
+class DmaFault(Exception):
     """A DMA the IOMMU refused."""
 
     def __init__(self, iova: int, reason: str) -> None:
@@ -17,7 +17,9 @@ class DmaFault(Exception):  # noqa: N818 - what the hardware calls it
         self.reason = reason
 
 
-def _chunks(group: IommuGroup, iova: int, size: int, prot: int) -> list[tuple[object, int, int]]:
+def _chunks(
+    group: IommuGroup, iova: int, size: int, prot: int
+) -> list[tuple[object, int, int]]:
     domain = group.domain
     if group.noiommu or domain is None:
         raise DmaFault(iova, "no-iommu" if group.noiommu else "unmapped")

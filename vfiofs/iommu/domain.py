@@ -32,7 +32,7 @@ class IommuDomain:
     def aperture_end(self) -> int:
         return (1 << self.address_width) - 1
 
-    def map(self, iova: int, size: int, owner: Any, vaddr: int, prot: int) -> None:  # noqa: ANN401
+    def map(self, iova: int, size: int, owner: Any, vaddr: int, prot: int) -> None:
         self.pagetable.map(iova, size, owner, vaddr, prot)
 
     def unmap(self, iova: int, size: int) -> int:

@@ -44,9 +44,14 @@ class IommuGroup:
         if self.owner is owner:
             return
         if self.owner is not None:
-            raise KernelError(errno.EBUSY, f"iommu group {self.id} is owned by another user")
+            raise KernelError(
+                errno.EBUSY, f"iommu group {self.id} is owned by another user"
+            )
         if not self.viable():
-            raise KernelError(errno.EPERM, f"iommu group {self.id} has a device bound to a host driver")
+            raise KernelError(
+                errno.EPERM,
+                f"iommu group {self.id} has a device bound to a host driver",
+            )
         self.owner = owner
 
     def release_dma_owner(self, owner: object) -> None:

@@ -56,7 +56,7 @@ class _Run:
 
     __slots__ = ("iova", "owner", "prot", "vaddr")
 
-    def __init__(self, owner: Any, iova: int, vaddr: int, prot: int) -> None:  # noqa: ANN401
+    def __init__(self, owner: Any, iova: int, vaddr: int, prot: int) -> None:
         self.owner, self.iova, self.vaddr, self.prot = owner, iova, vaddr, prot
 
 
@@ -82,13 +82,17 @@ class IoPageTable:
 
     def _check(self, iova: int, size: int) -> None:
         if size <= 0 or (iova | size) & (PAGE_SIZE - 1):
-            raise KernelError(errno.EINVAL, f"unaligned or empty range {iova:#x}+{size:#x}")
+            raise KernelError(
+                errno.EINVAL, f"unaligned or empty range {iova:#x}+{size:#x}"
+            )
         if iova < 0 or iova + size > 1 << self.address_width:
-            raise KernelError(errno.EINVAL, f"range {iova:#x}+{size:#x} outside the aperture")
+            raise KernelError(
+                errno.EINVAL, f"range {iova:#x}+{size:#x} outside the aperture"
+            )
 
     # --- map ---------------------------------------------------------------------------
 
-    def map(self, iova: int, size: int, owner: Any, vaddr: int, prot: int) -> None:  # noqa: ANN401
+    def map(self, iova: int, size: int, owner: Any, vaddr: int, prot: int) -> None:
         """Map ``[iova, iova+size)`` to ``owner``'s ``vaddr``. Raises EINVAL for bad
         alignment or range, EEXIST if any page of the range is mapped (nothing changes)."""
         self._check(iova, size)
@@ -114,7 +118,9 @@ class IoPageTable:
                 return True
         return False
 
-    def _fill(self, table: _Table, level: int, base: int, lo: int, hi: int, run: _Run) -> None:
+    def _fill(
+        self, table: _Table, level: int, base: int, lo: int, hi: int, run: _Run
+    ) -> None:
         shift = level_shift(level)
         size = 1 << shift
         i = max(lo, base) - base >> shift
@@ -122,7 +128,11 @@ class IoPageTable:
         delta = run.vaddr - run.iova
         while i <= last:
             start = base + (i << shift)
-            if level in LEAF_LEVELS and start >= lo and (start + delta) & (size - 1) == 0:
+            if (
+                level in LEAF_LEVELS
+                and start >= lo
+                and (start + delta) & (size - 1) == 0
+            ):
                 # a run of whole, aligned entries: one slice assignment
                 j = min(last + 1, (hi - base) >> shift)
                 if j > i:
@@ -181,7 +191,9 @@ class IoPageTable:
             if e is None:
                 return None
             if e.__class__ is _Run:
-                return Translation(e.owner, e.vaddr + (iova - e.iova), e.prot, 1 << level_shift(level))
+                return Translation(
+                    e.owner, e.vaddr + (iova - e.iova), e.prot, 1 << level_shift(level)
+                )
             level -= 1
 
     def walk(self) -> Iterator[Mapping]:
@@ -204,7 +216,9 @@ class IoPageTable:
         if cur is not None:
             yield Mapping(*cur)
 
-    def _leaves(self, table: _Table, level: int, base: int) -> Iterator[tuple[int, int, _Run]]:
+    def _leaves(
+        self, table: _Table, level: int, base: int
+    ) -> Iterator[tuple[int, int, _Run]]:
         shift = level_shift(level)
         for i, e in enumerate(table):
             if e is None:

@@ -28,8 +28,7 @@ from ..fs.node import (
     Symlink,
 )
 from ..fs.tree import Handle, Tree
-from ..fuse import replies
-from ..fuse import requests as rq
+from ..fuse import replies, requests as rq
 from ..fuse.connection import FuseConnection
 from ..uaccess import NeedFds
 from ..waitqueue import WaitQueue, WouldBlock
@@ -44,12 +43,12 @@ FUSE_POLL_SCHEDULE_NOTIFY = 1 << 0
 FATTR_MODE, FATTR_UID, FATTR_GID, FATTR_SIZE = 1 << 0, 1 << 1, 1 << 2, 1 << 3
 
 
-class Parked(Exception):  # noqa: N818 - control flow
+class Parked(Exception):
     """The request goes on in a task: retry ``attempt`` after waiting for ``reason``."""
 
     def __init__(
         self,
-        req: Any,  # noqa: ANN401
+        req: Any,
         attempt: Callable[[], bytes],
         caller: RequestCaller,
         reason: WouldBlock | NeedFds,
@@ -103,7 +102,7 @@ class Dispatcher:
 
     # --- entry point --------------------------------------------------------------------
 
-    def dispatch(self, req: Any) -> bytes | None:  # noqa: ANN401
+    def dispatch(self, req: Any) -> bytes | None:
         """The reply to ``req`` (None: no reply). Raises `Parked`. With tracing on,
         ``note`` says what happened."""
         if self.tracing:
@@ -141,11 +140,13 @@ class Dispatcher:
             log.exception("bug while serving %r", parked.req)
             return self.conn.reply_error(parked.req, errno.EIO)
 
-    def _caller(self, req: Any) -> RequestCaller:  # noqa: ANN401
+    def _caller(self, req: Any) -> RequestCaller:
         h = req.header
         return RequestCaller(h.pid, h.uid, h.gid, self.procs)
 
-    def _core(self, req: Any, caller: RequestCaller, attempt: Callable[[], bytes]) -> bytes:  # noqa: ANN401
+    def _core(
+        self, req: Any, caller: RequestCaller, attempt: Callable[[], bytes]
+    ) -> bytes:
         """Run a call into the core; park it if it must wait or needs fds."""
         try:
             return attempt()
@@ -167,14 +168,26 @@ class Dispatcher:
         a = self.tree.attr(nodeid, node)
         t = int(self.tree.mount_time)
         return replies.Attr(
-            ino=a["ino"], size=a["size"], blocks=0, atime=t, mtime=t, ctime=t,
-            mode=a["mode"], nlink=a["nlink"], uid=a["uid"], gid=a["gid"], blksize=4096,
+            ino=a["ino"],
+            size=a["size"],
+            blocks=0,
+            atime=t,
+            mtime=t,
+            ctime=t,
+            mode=a["mode"],
+            nlink=a["nlink"],
+            uid=a["uid"],
+            gid=a["gid"],
+            blksize=4096,
         )
 
     def op_lookup(self, req: rq.Lookup) -> bytes:
-        nodeid, _ = self.tree.lookup(req.nodeid, req.name.decode(errors="surrogateescape"))
+        nodeid, _ = self.tree.lookup(
+            req.nodeid, req.name.decode(errors="surrogateescape")
+        )
         return self.conn.reply(
-            req, replies.entry_out(nodeid, self._attr(nodeid), ENTRY_TIMEOUT, ENTRY_TIMEOUT)
+            req,
+            replies.entry_out(nodeid, self._attr(nodeid), ENTRY_TIMEOUT, ENTRY_TIMEOUT),
         )
 
     def op_forget(self, req: rq.Forget) -> None:
@@ -185,13 +198,17 @@ class Dispatcher:
             self.tree.forget(one.nodeid, one.nlookup)
 
     def op_getattr(self, req: rq.Getattr) -> bytes:
-        return self.conn.reply(req, replies.attr_out(self._attr(req.nodeid), ENTRY_TIMEOUT))
+        return self.conn.reply(
+            req, replies.attr_out(self._attr(req.nodeid), ENTRY_TIMEOUT)
+        )
 
     def op_setattr(self, req: rq.Setattr) -> bytes:
         node = self.tree.node(req.nodeid)
         valid = req.arg.valid
         if valid & (FATTR_MODE | FATTR_UID | FATTR_GID):
-            raise KernelError(errno.EPERM, "device and sysfs nodes keep their mode and owner")
+            raise KernelError(
+                errno.EPERM, "device and sysfs nodes keep their mode and owner"
+            )
         if valid & FATTR_SIZE:
             if isinstance(node, Directory):
                 raise KernelError(errno.EISDIR)
@@ -210,7 +227,9 @@ class Dispatcher:
         return self.conn.reply(req, node.target.encode())
 
     def op_statfs(self, req: rq.Statfs) -> bytes:
-        return self.conn.reply(req, replies.statfs_out(bsize=4096, namelen=255, frsize=4096))
+        return self.conn.reply(
+            req, replies.statfs_out(bsize=4096, namelen=255, frsize=4096)
+        )
 
     def op_access(self, req: rq.Access) -> bytes:
         self.tree.node(req.nodeid)
@@ -234,12 +253,16 @@ class Dispatcher:
         parent_path = self.tree.path(h.nodeid)
         out = [(h.nodeid, ".", stat.S_IFDIR), (h.nodeid, "..", stat.S_IFDIR)]
         for name, node in h.entries or ():
-            out.append((self.tree.remember(node, f"{parent_path}/{name}"), name, node.mode))
+            out.append(
+                (self.tree.remember(node, f"{parent_path}/{name}"), name, node.mode)
+            )
         return out
 
     def op_readdir(self, req: rq.Readdir) -> bytes:
         h = self.tree.handle(req.arg.fh)
-        return self.conn.reply(req, replies.dirents(self._dir_entries(h), req.arg.offset, req.arg.size))
+        return self.conn.reply(
+            req, replies.dirents(self._dir_entries(h), req.arg.offset, req.arg.size)
+        )
 
     def op_readdirplus(self, req: rq.Readdirplus) -> bytes:
         raise KernelError(errno.ENOSYS)
@@ -248,7 +271,7 @@ class Dispatcher:
         self.tree.release(req.arg.fh)
         return self.conn.reply(req)
 
-    def op_fsync(self, req: Any) -> bytes:  # noqa: ANN401
+    def op_fsync(self, req: Any) -> bytes:
         return self.conn.reply(req)
 
     # --- files -------------------------------------------------------------------------
@@ -260,7 +283,9 @@ class Dispatcher:
         def attempt() -> bytes:
             h = self.tree.open(caller, req.nodeid, flags)
             self.note = f"fh={h.fh}"
-            return self.conn.reply(req, replies.open_out(h.fh, FOPEN_DIRECT_IO | FOPEN_NOFLUSH))
+            return self.conn.reply(
+                req, replies.open_out(h.fh, FOPEN_DIRECT_IO | FOPEN_NOFLUSH)
+            )
 
         return self._core(req, caller, attempt)
 
@@ -273,7 +298,9 @@ class Dispatcher:
         if read is None:
             raise KernelError(errno.EINVAL)
         caller = self._caller(req)
-        return self._core(req, caller, lambda: self.conn.reply(req, read(caller, a.offset, a.size)))
+        return self._core(
+            req, caller, lambda: self.conn.reply(req, read(caller, a.offset, a.size))
+        )
 
     def op_write(self, req: rq.Write) -> bytes:
         a = req.arg
@@ -283,7 +310,11 @@ class Dispatcher:
         caller = self._caller(req)
         data = req.data
         return self._core(
-            req, caller, lambda: self.conn.reply(req, replies.write_out(write(caller, a.offset, data)))
+            req,
+            caller,
+            lambda: self.conn.reply(
+                req, replies.write_out(write(caller, a.offset, data))
+            ),
         )
 
     def op_flush(self, req: rq.Flush) -> bytes:

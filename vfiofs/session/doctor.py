@@ -57,7 +57,10 @@ def _seccomp() -> tuple[bool, str]:
     if actions is None:
         return False, "no seccomp filter support"
     ok = "user_notif" in actions.split()
-    return ok, "user_notif available" if ok else "no user_notif action (vfiofs run needs it)"
+    return (
+        ok,
+        "user_notif available" if ok else "no user_notif action (vfiofs run needs it)",
+    )
 
 
 def _userns() -> tuple[bool, str]:
@@ -72,7 +75,10 @@ def _userns() -> tuple[bool, str]:
 def _ptrace() -> tuple[bool, str]:
     scope = _read("/proc/sys/kernel/yama/ptrace_scope")
     if scope is None:
-        return True, "no Yama: a daemon can read its callers' memory (same user or root)"
+        return (
+            True,
+            "no Yama: a daemon can read its callers' memory (same user or root)",
+        )
     ok = scope in ("0", "1") or os.geteuid() == 0
     return ok, f"yama ptrace_scope={scope} (1: only for vfiofs run's own children)"
 
@@ -80,7 +86,10 @@ def _ptrace() -> tuple[bool, str]:
 def _overlay() -> tuple[bool, str]:
     fs = _read("/proc/filesystems") or ""
     ok = "overlay" in fs
-    return ok, "overlayfs available" if ok else "no overlayfs (vfiofs run needs it for /dev)"
+    return (
+        ok,
+        "overlayfs available" if ok else "no overlayfs (vfiofs run needs it for /dev)",
+    )
 
 
 CHECKS: tuple[tuple[str, Callable[[], tuple[bool, str]]], ...] = (

@@ -41,7 +41,12 @@ class MountOptions:
 def _options(opts: MountOptions, fd: int | None) -> str:
     parts = []
     if fd is not None:
-        parts += [f"fd={fd}", "rootmode=40000", f"user_id={os.getuid()}", f"group_id={os.getgid()}"]
+        parts += [
+            f"fd={fd}",
+            "rootmode=40000",
+            f"user_id={os.getuid()}",
+            f"group_id={os.getgid()}",
+        ]
     if opts.allow_other:
         parts.append("allow_other")
     if opts.default_permissions:
@@ -87,8 +92,16 @@ def _fusermount(mountpoint: str, opts: MountOptions) -> int:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     with ours, theirs:
         env = dict(os.environ, _FUSE_COMMFD=str(theirs.fileno()))
-        cmd = [exe, "-o", _options(opts, None) + f",fsname={opts.fsname}", "--", mountpoint]
-        proc = subprocess.run(cmd, env=env, pass_fds=[theirs.fileno()], capture_output=True, check=False)
+        cmd = [
+            exe,
+            "-o",
+            _options(opts, None) + f",fsname={opts.fsname}",
+            "--",
+            mountpoint,
+        ]
+        proc = subprocess.run(
+            cmd, env=env, pass_fds=[theirs.fileno()], capture_output=True, check=False
+        )
         if proc.returncode != 0:
             raise OSError(errno.EPERM, f"fusermount3: {proc.stderr.decode().strip()}")
         _, fds, _, _ = socket.recv_fds(ours, 1, 1)
@@ -107,7 +120,9 @@ def unmount(mountpoint: str) -> None:
                 raise OSError(err, f"umount {mountpoint}: {os.strerror(err)}")
         return
     exe = shutil.which("fusermount3") or "fusermount3"
-    subprocess.run([exe, "-u", "-z", "--", mountpoint], check=False, capture_output=True)
+    subprocess.run(
+        [exe, "-u", "-z", "--", mountpoint], check=False, capture_output=True
+    )
 
 
 def is_mounted(mountpoint: str) -> bool:

@@ -48,7 +48,13 @@ def unshare_mount_namespace() -> None:
     _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
 
 
-def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
+def mount(
+    source: str | None,
+    target: str,
+    fstype: str | None,
+    flags: int = 0,
+    data: str | None = None,
+) -> None:
     _check(
         _libc.mount(
             source.encode() if source else None,
@@ -79,7 +85,13 @@ def overlay_dev(tree_dev: str, scratch: str) -> None:
     upper, work = os.path.join(scratch, "upper"), os.path.join(scratch, "work")
     os.mkdir(upper)
     os.mkdir(work)
-    mount("overlay", "/dev", "overlay", MS_NOSUID, f"lowerdir=/dev,upperdir={_escape(upper)},workdir={_escape(work)}")
+    mount(
+        "overlay",
+        "/dev",
+        "overlay",
+        MS_NOSUID,
+        f"lowerdir=/dev,upperdir={_escape(upper)},workdir={_escape(work)}",
+    )
     for point, fd in keep.items():
         mount(f"/proc/self/fd/{fd}", point, None, MS_BIND | MS_REC)
         os.close(fd)
@@ -104,7 +116,13 @@ def overlay_sys(tree_sys: str) -> None:
         if not os.path.isdir(ours):
             continue
         if os.path.isdir(host):
-            mount("overlay", host, "overlay", MS_RDONLY, f"lowerdir={_escape(ours)}:{_escape(host)}")
+            mount(
+                "overlay",
+                host,
+                "overlay",
+                MS_RDONLY,
+                f"lowerdir={_escape(ours)}:{_escape(host)}",
+            )
 
 
 def setup(mountpoint: str, scratch: str) -> None:

@@ -156,7 +156,9 @@ class ProcessMemory:
             if lo > cur:
                 break
             if perms[0:1] != b"r" or (write and perms[1:2] != b"w"):
-                raise KernelError(errno.EFAULT, f"{cur:#x}: mapping is {perms.decode()}")
+                raise KernelError(
+                    errno.EFAULT, f"{cur:#x}: mapping is {perms.decode()}"
+                )
             cur = hi
             if cur >= end:
                 return
@@ -191,7 +193,9 @@ class ProcessTable:
 
     def tgid(self, tid: int) -> int:
         tgid = self._tgid_of_tid.get(tid)
-        if tgid is not None and (tgid == tid or os.path.exists(f"/proc/{tgid}/task/{tid}")):
+        if tgid is not None and (
+            tgid == tid or os.path.exists(f"/proc/{tgid}/task/{tid}")
+        ):
             return tgid
         tgid = _tgid_of(tid)
         if len(self._tgid_of_tid) > 4096:
@@ -271,7 +275,7 @@ class FdResolver:
         try:
             pidfd = os.pidfd_open(tgid)
         except OSError as e:
-            return {fd: ("error", e.errno or errno.ESRCH) for fd in fds}
+            return dict.fromkeys(fds, ("error", e.errno or errno.ESRCH))
         try:
             for fd in fds:
                 out[fd] = self._one(pidfd, fd)
@@ -325,7 +329,9 @@ class RequestCaller:
 
     def __init__(self, tid: int, uid: int, gid: int, procs: ProcessTable) -> None:
         self.tid, self.uid, self.gid, self.procs = tid, uid, gid, procs
-        self.resolved: dict[int, FileRef | KernelError] | None = None  # set by the session
+        self.resolved: dict[int, FileRef | KernelError] | None = (
+            None  # set by the session
+        )
         self._mm: ProcessMemory | None = None
 
     @property

@@ -22,7 +22,6 @@ import shutil
 import signal
 import socket
 import stat
-import subprocess
 import sys
 import tempfile
 import threading
@@ -71,7 +70,7 @@ class GetDeviceFd:
     session: FuseSession
     broker: DeviceFdBroker
 
-    def __call__(self, tid: int, fd: int, name_ptr: int) -> Any:  # noqa: ANN401
+    def __call__(self, tid: int, fd: int, name_ptr: int) -> Any:
         """Runs in the supervisor thread. Returns the daemon-side fd to install, or
         CONTINUE when the fd is not one of our group files; raises KernelError."""
         session = self.session
@@ -98,6 +97,7 @@ class GetDeviceFd:
             path = os.path.join(session.mountpoint, DEVICE_FD_NODE)
             return os.open(path, os.O_RDWR | os.O_CLOEXEC)
         except OSError as e:
+
             def drop() -> None:
                 df = self.broker.pending.pop(me, None)
                 if df is not None:
@@ -107,7 +107,7 @@ class GetDeviceFd:
             raise KernelError(e.errno or errno.EIO, "opening the device node") from None
 
 
-def run(machine: Any, cmd: list[str], *, trace: TextIO | None = None) -> int:  # noqa: ANN401
+def run(machine: Any, cmd: list[str], *, trace: TextIO | None = None) -> int:
     """Serve ``machine`` and run ``cmd`` under it; CMD's exit status."""
     staging = tempfile.mkdtemp(prefix="vfiofs-run-")
     mnt, scratch = os.path.join(staging, "mnt"), os.path.join(staging, "scratch")
@@ -116,21 +116,40 @@ def run(machine: Any, cmd: list[str], *, trace: TextIO | None = None) -> int:  #
     broker = DeviceFdBroker()
     broker.install(machine.tree)
     try:
-        return trio.run(functools.partial(_run, machine, cmd, mnt, scratch, broker, trace))
+        return trio.run(
+            functools.partial(_run, machine, cmd, mnt, scratch, broker, trace)
+        )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-async def _run(machine: Any, cmd: list[str], mnt: str, scratch: str, broker: DeviceFdBroker, trace: TextIO | None) -> int:  # noqa: ANN401
+async def _run(
+    machine: Any,
+    cmd: list[str],
+    mnt: str,
+    scratch: str,
+    broker: DeviceFdBroker,
+    trace: TextIO | None,
+) -> int:
     async with trio.open_nursery() as nursery:
         session: FuseSession = await nursery.start(
-            functools.partial(serve, machine.tree, mnt, trace=trace, on_ready=machine.attach)
+            functools.partial(
+                serve, machine.tree, mnt, trace=trace, on_ready=machine.attach
+            )
         )
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         with ours:
             with theirs:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "vfiofs.launch", mnt, scratch, str(theirs.fileno()), *cmd],
+                proc = await trio.lowlevel.open_process(
+                    [
+                        sys.executable,
+                        "-m",
+                        "vfiofs.launch",
+                        mnt,
+                        scratch,
+                        str(theirs.fileno()),
+                        *cmd,
+                    ],
                     pass_fds=[theirs.fileno()],
                 )
             _, fds, _, _ = await trio.to_thread.run_sync(socket.recv_fds, ours, 1, 1)
@@ -138,7 +157,9 @@ async def _run(machine: Any, cmd: list[str], mnt: str, scratch: str, broker: Dev
         if fds:
             supervisor = SeccompSupervisor(fds[0], GetDeviceFd(session, broker))
             supervisor.start()
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        with trio.open_signal_receiver(
+            signal.SIGINT, signal.SIGTERM, signal.SIGHUP
+        ) as signals:
 
             async def forward() -> None:
                 async for signum in signals:
@@ -147,7 +168,7 @@ async def _run(machine: Any, cmd: list[str], mnt: str, scratch: str, broker: Dev
                         proc.send_signal(signum)
 
             nursery.start_soon(forward)
-            rc = await trio.to_thread.run_sync(proc.wait)
+            rc = await proc.wait()
         if supervisor is not None:
             supervisor.stop()
         nursery.cancel_scope.cancel()

@@ -66,7 +66,12 @@ def bpf_program() -> bytes:
         (0x15, 0, 5, AUDIT_ARCH_X86_64),  # arch != x86-64 -> allow
         (0x20, 0, 0, 0),  # A = seccomp_data.nr
         (0x15, 0, 3, NR_IOCTL),  # nr != ioctl -> allow
-        (0x20, 0, 0, 24),  # A = low 32 bits of args[1] (the kernel's cmd is unsigned int)
+        (
+            0x20,
+            0,
+            0,
+            24,
+        ),  # A = low 32 bits of args[1] (the kernel's cmd is unsigned int)
         (0x15, 0, 1, VFIO_GROUP_GET_DEVICE_FD),
         (0x06, 0, 0, SECCOMP_RET_USER_NOTIF),
         (0x06, 0, 0, SECCOMP_RET_ALLOW),
@@ -102,7 +107,9 @@ class SeccompSupervisor:
         self.listener = listener
         self.handler = handler
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC)
-        self._thread = threading.Thread(target=self._run, name="vfiofs-seccomp", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="vfiofs-seccomp", daemon=True
+        )
         self.served = 0
 
     def start(self) -> None:
@@ -156,19 +163,27 @@ class SeccompSupervisor:
             return
         assert isinstance(result, int)
         try:
-            fcntl.ioctl(self.listener, SECCOMP_IOCTL_NOTIF_ID_VALID, struct.pack("<Q", nid))
+            fcntl.ioctl(
+                self.listener, SECCOMP_IOCTL_NOTIF_ID_VALID, struct.pack("<Q", nid)
+            )
             fcntl.ioctl(
                 self.listener,
                 SECCOMP_IOCTL_NOTIF_ADDFD,
                 _ADDFD.pack(nid, SECCOMP_ADDFD_FLAG_SEND, result, 0, os.O_CLOEXEC),
             )
         except OSError as e:
-            log.debug("GET_DEVICE_FD from %d: the caller went away (%s)", tid, e.strerror)
+            log.debug(
+                "GET_DEVICE_FD from %d: the caller went away (%s)", tid, e.strerror
+            )
         finally:
             os.close(result)  # the caller holds its own reference now (or nobody does)
 
     def _send(self, nid: int, error: int, flags: int) -> None:
         try:
-            fcntl.ioctl(self.listener, SECCOMP_IOCTL_NOTIF_SEND, _RESP.pack(nid, 0, error, flags))
+            fcntl.ioctl(
+                self.listener,
+                SECCOMP_IOCTL_NOTIF_SEND,
+                _RESP.pack(nid, 0, error, flags),
+            )
         except OSError as e:
             log.debug("seccomp SEND: %s", e.strerror)

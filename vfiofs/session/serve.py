@@ -72,7 +72,9 @@ class FuseSession:
     procs: ProcessTable
     resolver: FdResolver
     trace: TextIO | None = None
-    token: trio.lowlevel.TrioToken = attrs.field(factory=trio.lowlevel.current_trio_token)
+    token: trio.lowlevel.TrioToken = attrs.field(
+        factory=trio.lowlevel.current_trio_token
+    )
     inflight: dict[int, trio.CancelScope] = attrs.Factory(dict)
     dispatcher: Dispatcher = attrs.field(init=False)
 
@@ -248,7 +250,7 @@ class FuseSession:
         for fd, f in found.items():
             caller.resolved[fd] = file_ref(f, self.tree.handles)  # type: ignore[arg-type]
 
-    def _trace(self, req: Any, reply: bytes | None, t0: int) -> None:  # noqa: ANN401
+    def _trace(self, req: Any, reply: bytes | None, t0: int) -> None:
         assert self.trace is not None
         us = (time.perf_counter_ns() - t0) / 1000
         result = "-"
@@ -273,7 +275,7 @@ async def serve(
     tree: Tree,
     mountpoint: str,
     *,
-    options: MountOptions = MountOptions(),
+    options: MountOptions | None = None,
     trace: TextIO | None = None,
     on_ready: Callable[[FuseSession], None] | None = None,
     task_status: trio.TaskStatus[FuseSession] = trio.TASK_STATUS_IGNORED,
@@ -285,8 +287,9 @@ async def serve(
     (SIGINT, SIGTERM) the filesystem is unmounted and every open handle released.
     """
     conn = FuseConnection(max_write=MAX_WRITE)
-    mountpoint = os.path.realpath(mountpoint)  # before mounting: afterwards it would ask us
-    fd = mount(mountpoint, options)
+    # realpath before mounting: afterwards it would stat our own mount from its reader
+    mountpoint = os.path.realpath(mountpoint)  # noqa: ASYNC240
+    fd = mount(mountpoint, options or MountOptions())
     session: FuseSession | None = None
     procs = ProcessTable()
     try:
@@ -299,22 +302,21 @@ async def serve(
             task_status.started(session)
             await session.run(nursery)
             nursery.cancel_scope.cancel()
-    finally:
-        with trio.CancelScope(shield=True):
-            try:
-                unmount(mountpoint)
-            except OSError as e:
-                log.warning("%s", e)
-            os.close(fd)
-            if session is not None:
-                session.dispatcher.release_all()
-            procs.close()
+    finally:  # nothing here awaits, so cancellation cannot cut it short
+        try:
+            unmount(mountpoint)
+        except OSError as e:
+            log.warning("%s", e)
+        os.close(fd)
+        if session is not None:
+            session.dispatcher.release_all()
+        procs.close()
 
 
 async def serve_until_signalled(
     tree: Tree,
     mountpoint: str,
-    **kwargs: Any,  # noqa: ANN401
+    **kwargs: Any,
 ) -> None:
     """`serve` until unmounted, SIGINT or SIGTERM; then unmount cleanly."""
     async with trio.open_nursery() as nursery:
@@ -322,7 +324,9 @@ async def serve_until_signalled(
         async def watch_signals() -> None:
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for signum in signals:
-                    log.info("%s: unmounting %s", signal.Signals(signum).name, mountpoint)
+                    log.info(
+                        "%s: unmounting %s", signal.Signals(signum).name, mountpoint
+                    )
                     nursery.cancel_scope.cancel()
                     return
 

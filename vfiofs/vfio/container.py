@@ -25,8 +25,8 @@ class VfioIommuDriver(Protocol):
 
     def ioctl(self, caller: Caller, cmd: int, arg: int) -> int: ...
     def check_extension(self, ext: int) -> int: ...
-    def attach_group(self, group: Any) -> None: ...  # noqa: ANN401
-    def detach_group(self, group: Any) -> None: ...  # noqa: ANN401
+    def attach_group(self, group: Any) -> None: ...
+    def detach_group(self, group: Any) -> None: ...
     def release(self) -> None: ...
     def ioctl_name(self, cmd: int) -> str | None: ...
 
@@ -58,10 +58,10 @@ class VfioNoiommu:
             return self.supports(arg)
         raise KernelError(errno.ENOTTY)
 
-    def attach_group(self, group: Any) -> None:  # noqa: ANN401
+    def attach_group(self, group: Any) -> None:
         pass
 
-    def detach_group(self, group: Any) -> None:  # noqa: ANN401
+    def detach_group(self, group: Any) -> None:
         pass
 
     def release(self) -> None:
@@ -99,7 +99,7 @@ class VfioContainer:
 
     # --- groups ------------------------------------------------------------------------
 
-    def attach_group(self, group: Any, caller: Caller) -> None:  # noqa: ANN401
+    def attach_group(self, group: Any, caller: Caller) -> None:
         """``vfio_container_attach_group``, called by SET_CONTAINER."""
         if group.noiommu and not caller.capable(CAP_SYS_RAWIO):
             raise KernelError(errno.EPERM, "noiommu group needs CAP_SYS_RAWIO")
@@ -119,7 +119,7 @@ class VfioContainer:
         group.container = self
         self.groups.append(group)
 
-    def detach_group(self, group: Any) -> None:  # noqa: ANN401
+    def detach_group(self, group: Any) -> None:
         """``vfio_group_detach_container``: the last group releases the backend."""
         if self.iommu_driver is not None:
             self.iommu_driver.detach_group(group)
@@ -153,7 +153,11 @@ def vfio_ioctl_set_iommu(c: VfioContainer, ucmd: Ucmd) -> int:
         raise KernelError(errno.EINVAL, "SET_IOMMU needs a group and no backend yet")
     kind = ucmd.arg
     for name, backend in _backends(c.core, c.noiommu):
-        if name == "type1" and kind in (V.VFIO_TYPE1_IOMMU, V.VFIO_TYPE1v2_IOMMU, V.VFIO_TYPE1_NESTING_IOMMU):
+        if name == "type1" and kind in (
+            V.VFIO_TYPE1_IOMMU,
+            V.VFIO_TYPE1v2_IOMMU,
+            V.VFIO_TYPE1_NESTING_IOMMU,
+        ):
             driver = backend(c.core, v2=kind != V.VFIO_TYPE1_IOMMU)
         elif name == "noiommu" and kind == V.VFIO_NOIOMMU_IOMMU:
             if not ucmd.caller.capable(CAP_SYS_RAWIO):
@@ -178,8 +182,17 @@ def vfio_ioctl_set_iommu(c: VfioContainer, ucmd: Ucmd) -> int:
 
 IOCTLS: IoctlTable[VfioContainer] = IoctlTable(
     [
-        IoctlOp(V.VFIO_CHECK_EXTENSION, "VFIO_CHECK_EXTENSION", vfio_container_ioctl_check_extension, ArgKind.VALUE),
-        IoctlOp(V.VFIO_GET_API_VERSION, "VFIO_GET_API_VERSION", vfio_ioctl_get_api_version),
-        IoctlOp(V.VFIO_SET_IOMMU, "VFIO_SET_IOMMU", vfio_ioctl_set_iommu, ArgKind.VALUE),
+        IoctlOp(
+            V.VFIO_CHECK_EXTENSION,
+            "VFIO_CHECK_EXTENSION",
+            vfio_container_ioctl_check_extension,
+            ArgKind.VALUE,
+        ),
+        IoctlOp(
+            V.VFIO_GET_API_VERSION, "VFIO_GET_API_VERSION", vfio_ioctl_get_api_version
+        ),
+        IoctlOp(
+            V.VFIO_SET_IOMMU, "VFIO_SET_IOMMU", vfio_ioctl_set_iommu, ArgKind.VALUE
+        ),
     ]
 )

@@ -17,8 +17,8 @@ import attrs
 
 from ..abi import vfio as V
 from ..errors import KernelError
-from ..iommu.group import IommuGroup
 from ..ioctl_table import ArgKind, IoctlOp, IoctlTable, Ucmd
+from ..iommu.group import IommuGroup
 from ..uaccess import CAP_SYS_RAWIO, Caller, OurFile, strndup_user
 from .vfio_main import VfioCore, VfioDevice, VfioDeviceFile
 
@@ -38,7 +38,11 @@ class VfioGroup:
 
     @property
     def name(self) -> str:
-        return f"noiommu-{self.iommu_group.id}" if self.iommu_group.noiommu else str(self.iommu_group.id)
+        return (
+            f"noiommu-{self.iommu_group.id}"
+            if self.iommu_group.noiommu
+            else str(self.iommu_group.id)
+        )
 
     @property
     def noiommu(self) -> bool:
@@ -88,13 +92,17 @@ class VfioGroupFile:
         """The checks of ``vfio_group_ioctl_get_device_fd`` / ``vfio_device_open_file``,
         in the kernel's order, without opening anything."""
         group = self.group
-        vdev = next((d for d in group.devices if not d.removing and d.ops.match(name)), None)
+        vdev = next(
+            (d for d in group.devices if not d.removing and d.ops.match(name)), None
+        )
         if vdev is None:
             raise KernelError(errno.ENODEV, f"no device {name!r} in group {group.name}")
         if group.container is None:
             raise KernelError(errno.EINVAL, "group has no container")
         if group.container.iommu_driver is None:
-            raise KernelError(errno.EINVAL, "container has no IOMMU set (VFIO_SET_IOMMU)")
+            raise KernelError(
+                errno.EINVAL, "container has no IOMMU set (VFIO_SET_IOMMU)"
+            )
         if group.noiommu and not caller.capable(CAP_SYS_RAWIO):
             raise KernelError(errno.EPERM, "noiommu device needs CAP_SYS_RAWIO")
         return vdev
@@ -106,7 +114,9 @@ class VfioGroupFile:
         vdev.open()
         self.refs += 1
         if vdev.noiommu:
-            log.warning("%s: noiommu device opened; the kernel would taint itself", vdev.name)
+            log.warning(
+                "%s: noiommu device opened; the kernel would taint itself", vdev.name
+            )
         return VfioDeviceFile(vdev, group_file=self)
 
 
@@ -165,9 +175,30 @@ def vfio_group_ioctl_get_device_fd(gf: VfioGroupFile, ucmd: Ucmd) -> int:
 
 IOCTLS: IoctlTable[VfioGroupFile] = IoctlTable(
     [
-        IoctlOp(V.VFIO_GROUP_GET_DEVICE_FD, "VFIO_GROUP_GET_DEVICE_FD", vfio_group_ioctl_get_device_fd, ArgKind.PTR),
-        IoctlOp(V.VFIO_GROUP_GET_STATUS, "VFIO_GROUP_GET_STATUS", vfio_group_ioctl_get_status, ArgKind.ARGSZ, V.VfioGroupStatus, "flags"),
-        IoctlOp(V.VFIO_GROUP_SET_CONTAINER, "VFIO_GROUP_SET_CONTAINER", vfio_group_ioctl_set_container, ArgKind.PTR),
-        IoctlOp(V.VFIO_GROUP_UNSET_CONTAINER, "VFIO_GROUP_UNSET_CONTAINER", vfio_group_ioctl_unset_container),
+        IoctlOp(
+            V.VFIO_GROUP_GET_DEVICE_FD,
+            "VFIO_GROUP_GET_DEVICE_FD",
+            vfio_group_ioctl_get_device_fd,
+            ArgKind.PTR,
+        ),
+        IoctlOp(
+            V.VFIO_GROUP_GET_STATUS,
+            "VFIO_GROUP_GET_STATUS",
+            vfio_group_ioctl_get_status,
+            ArgKind.ARGSZ,
+            V.VfioGroupStatus,
+            "flags",
+        ),
+        IoctlOp(
+            V.VFIO_GROUP_SET_CONTAINER,
+            "VFIO_GROUP_SET_CONTAINER",
+            vfio_group_ioctl_set_container,
+            ArgKind.PTR,
+        ),
+        IoctlOp(
+            V.VFIO_GROUP_UNSET_CONTAINER,
+            "VFIO_GROUP_UNSET_CONTAINER",
+            vfio_group_ioctl_unset_container,
+        ),
     ]
 )

@@ -18,9 +18,9 @@ import attrs
 
 from ..abi import vfio as V
 from ..errors import KernelError
+from ..ioctl_table import ArgKind, IoctlOp, IoctlTable, Ucmd
 from ..iommu.domain import IommuDomain
 from ..iommu.pagetable import IOMMU_READ, IOMMU_WRITE
-from ..ioctl_table import ArgKind, IoctlOp, IoctlTable, Ucmd
 from ..uaccess import CAP_IPC_LOCK, AddressSpace, Caller
 from .vfio_main import VfioCore
 
@@ -71,10 +71,19 @@ class VfioIommuType1:
 
     @staticmethod
     def supports(ext: int) -> int:
-        return 1 if ext in (V.VFIO_TYPE1_IOMMU, V.VFIO_TYPE1v2_IOMMU, V.VFIO_UNMAP_ALL) else 0
+        return (
+            1
+            if ext in (V.VFIO_TYPE1_IOMMU, V.VFIO_TYPE1v2_IOMMU, V.VFIO_UNMAP_ALL)
+            else 0
+        )
 
     def check_extension(self, ext: int) -> int:
-        if ext in (V.VFIO_TYPE1_IOMMU, V.VFIO_TYPE1v2_IOMMU, V.VFIO_UNMAP_ALL, V.VFIO_UPDATE_VADDR):
+        if ext in (
+            V.VFIO_TYPE1_IOMMU,
+            V.VFIO_TYPE1v2_IOMMU,
+            V.VFIO_UNMAP_ALL,
+            V.VFIO_UPDATE_VADDR,
+        ):
             return 1
         if ext == V.VFIO_DMA_CC_IOMMU:
             return int(self.domain.enforce_cache_coherency)
@@ -121,7 +130,7 @@ class VfioIommuType1:
 
     # --- groups ------------------------------------------------------------------------
 
-    def attach_group(self, group: Any) -> None:  # noqa: ANN401
+    def attach_group(self, group: Any) -> None:
         """``vfio_iommu_type1_attach_group`` (§3.6.6)."""
         if any(d.vaddr_invalid for d in self.dmas):
             raise KernelError(errno.EBUSY, "a vaddr is invalidated")
@@ -129,11 +138,13 @@ class VfioIommuType1:
             raise KernelError(errno.EINVAL, "group already attached")
         for start, last, kind in group.iommu_group.reserved_regions:
             if kind != "direct-relaxable" and self._overlapping(start, last + 1):
-                raise KernelError(errno.EINVAL, "reserved region overlaps an existing mapping")
+                raise KernelError(
+                    errno.EINVAL, "reserved region overlaps an existing mapping"
+                )
         self.groups.append(group)
         group.iommu_group.attach_domain(self.domain)
 
-    def detach_group(self, group: Any) -> None:  # noqa: ANN401
+    def detach_group(self, group: Any) -> None:
         if group in self.groups:
             self.groups.remove(group)
             group.iommu_group.attach_domain(None)
@@ -170,7 +181,11 @@ def vfio_iommu_type1_get_info(it: VfioIommuType1, ucmd: Ucmd) -> int:
     info = ucmd.cmd
     ranges = it.iova_ranges()
     caps: list[Any] = [
-        V.VfioIommuType1InfoCapMigration(flags=1, pgsize_bitmap=it.pgsize_bitmap, max_dirty_bitmap_size=DIRTY_BITMAP_SIZE_MAX),
+        V.VfioIommuType1InfoCapMigration(
+            flags=1,
+            pgsize_bitmap=it.pgsize_bitmap,
+            max_dirty_bitmap_size=DIRTY_BITMAP_SIZE_MAX,
+        ),
         V.VfioIommuType1InfoDmaAvail(avail=it.dma_avail),
     ]
     if ranges:
@@ -195,7 +210,9 @@ def vfio_iommu_type1_get_info(it: VfioIommuType1, ucmd: Ucmd) -> int:
 def vfio_dma_do_map(it: VfioIommuType1, ucmd: Ucmd) -> int:
     m = ucmd.cmd
     caller = ucmd.caller
-    known = V.VFIO_DMA_MAP_FLAG_READ | V.VFIO_DMA_MAP_FLAG_WRITE | V.VFIO_DMA_MAP_FLAG_VADDR
+    known = (
+        V.VFIO_DMA_MAP_FLAG_READ | V.VFIO_DMA_MAP_FLAG_WRITE | V.VFIO_DMA_MAP_FLAG_VADDR
+    )
     if m.flags & ~known:
         raise KernelError(errno.EINVAL, "unknown MAP_DMA flags")
     iova, vaddr, size = m.iova, m.vaddr, m.size
@@ -216,7 +233,12 @@ def vfio_dma_do_map(it: VfioIommuType1, ucmd: Ucmd) -> int:
         if not found:
             raise KernelError(errno.ENOENT, "no mapping to update")
         dma = found[0]
-        if len(found) > 1 or dma.iova != iova or dma.size != size or not dma.vaddr_invalid:
+        if (
+            len(found) > 1
+            or dma.iova != iova
+            or dma.size != size
+            or not dma.vaddr_invalid
+        ):
             raise KernelError(errno.EINVAL, "VADDR must match one invalidated mapping")
         caller.mm.check_range(vaddr, size, write=bool(dma.prot & IOMMU_WRITE))
         it.domain.unmap(iova, size)
@@ -231,9 +253,12 @@ def vfio_dma_do_map(it: VfioIommuType1, ucmd: Ucmd) -> int:
         raise KernelError(errno.ENOSPC, "dma_entry_limit reached")
     ranges = it.iova_ranges()
     if ranges and not any(lo <= iova and end - 1 <= hi for lo, hi in ranges):
-        raise KernelError(errno.EINVAL, f"{iova:#x}+{size:#x} outside the valid IOVA ranges")
+        raise KernelError(
+            errno.EINVAL, f"{iova:#x}+{size:#x} outside the valid IOVA ranges"
+        )
     prot = (IOMMU_READ if m.flags & V.VFIO_DMA_MAP_FLAG_READ else 0) | (
-        IOMMU_WRITE if m.flags & V.VFIO_DMA_MAP_FLAG_WRITE else 0)
+        IOMMU_WRITE if m.flags & V.VFIO_DMA_MAP_FLAG_WRITE else 0
+    )
     mm = caller.mm
     # pinning: the pages must be mapped in the caller (EFAULT) and fit RLIMIT_MEMLOCK
     mm.check_range(vaddr, size, write=bool(prot & IOMMU_WRITE))
@@ -251,7 +276,11 @@ def vfio_dma_do_map(it: VfioIommuType1, ucmd: Ucmd) -> int:
 
 def vfio_dma_do_unmap(it: VfioIommuType1, ucmd: Ucmd) -> int:
     u = ucmd.cmd
-    known = V.VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP | V.VFIO_DMA_UNMAP_FLAG_ALL | V.VFIO_DMA_UNMAP_FLAG_VADDR
+    known = (
+        V.VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP
+        | V.VFIO_DMA_UNMAP_FLAG_ALL
+        | V.VFIO_DMA_UNMAP_FLAG_VADDR
+    )
     if u.flags & ~known:
         raise KernelError(errno.EINVAL, "unknown UNMAP_DMA flags")
     dirty = u.flags & V.VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP
@@ -278,9 +307,13 @@ def vfio_dma_do_unmap(it: VfioIommuType1, ucmd: Ucmd) -> int:
     if dirty and not it.dirty_tracking:
         raise KernelError(errno.EINVAL, "dirty tracking is off")
     found = it._overlapping(iova, end)
-    if it.v2 and not unmap_all and found:
-        if found[0].iova < iova or found[-1].end > end:
-            raise KernelError(errno.EINVAL, "type1v2 cannot split a mapping")
+    if (
+        it.v2
+        and not unmap_all
+        and found
+        and (found[0].iova < iova or found[-1].end > end)
+    ):
+        raise KernelError(errno.EINVAL, "type1v2 cannot split a mapping")
     if not it.v2 and found and found[0].iova < iova:
         # v1: a mapping that starts before iova stops the walk: nothing unmapped
         found = []
@@ -304,11 +337,14 @@ def vfio_dma_do_unmap(it: VfioIommuType1, ucmd: Ucmd) -> int:
 
 def vfio_iommu_type1_dirty_pages(it: VfioIommuType1, ucmd: Ucmd) -> int:
     d = ucmd.cmd
-    allowed = (V.VFIO_IOMMU_DIRTY_PAGES_FLAG_START | V.VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP
-               | V.VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP)
+    allowed = (
+        V.VFIO_IOMMU_DIRTY_PAGES_FLAG_START
+        | V.VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP
+        | V.VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP
+    )
     if not it.v2:
         raise KernelError(errno.EACCES, "dirty tracking needs type1v2")
-    if d.flags & ~allowed or bin(d.flags).count("1") != 1:
+    if d.flags & ~allowed or d.flags.bit_count() != 1:
         raise KernelError(errno.EINVAL, "exactly one of START, STOP, GET_BITMAP")
     if d.flags & V.VFIO_IOMMU_DIRTY_PAGES_FLAG_START:
         it.dirty_tracking = True
@@ -321,9 +357,37 @@ def vfio_iommu_type1_dirty_pages(it: VfioIommuType1, ucmd: Ucmd) -> int:
 
 IOCTLS: IoctlTable[VfioIommuType1] = IoctlTable(
     [
-        IoctlOp(V.VFIO_IOMMU_DIRTY_PAGES, "VFIO_IOMMU_DIRTY_PAGES", vfio_iommu_type1_dirty_pages, ArgKind.ARGSZ, V.VfioIommuType1DirtyBitmap, "flags"),
-        IoctlOp(V.VFIO_IOMMU_GET_INFO, "VFIO_IOMMU_GET_INFO", vfio_iommu_type1_get_info, ArgKind.ARGSZ, V.VfioIommuType1Info, "iova_pgsizes"),
-        IoctlOp(V.VFIO_IOMMU_MAP_DMA, "VFIO_IOMMU_MAP_DMA", vfio_dma_do_map, ArgKind.ARGSZ, V.VfioIommuType1DmaMap, "size"),
-        IoctlOp(V.VFIO_IOMMU_UNMAP_DMA, "VFIO_IOMMU_UNMAP_DMA", vfio_dma_do_unmap, ArgKind.ARGSZ, V.VfioIommuType1DmaUnmap, "size"),
+        IoctlOp(
+            V.VFIO_IOMMU_DIRTY_PAGES,
+            "VFIO_IOMMU_DIRTY_PAGES",
+            vfio_iommu_type1_dirty_pages,
+            ArgKind.ARGSZ,
+            V.VfioIommuType1DirtyBitmap,
+            "flags",
+        ),
+        IoctlOp(
+            V.VFIO_IOMMU_GET_INFO,
+            "VFIO_IOMMU_GET_INFO",
+            vfio_iommu_type1_get_info,
+            ArgKind.ARGSZ,
+            V.VfioIommuType1Info,
+            "iova_pgsizes",
+        ),
+        IoctlOp(
+            V.VFIO_IOMMU_MAP_DMA,
+            "VFIO_IOMMU_MAP_DMA",
+            vfio_dma_do_map,
+            ArgKind.ARGSZ,
+            V.VfioIommuType1DmaMap,
+            "size",
+        ),
+        IoctlOp(
+            V.VFIO_IOMMU_UNMAP_DMA,
+            "VFIO_IOMMU_UNMAP_DMA",
+            vfio_dma_do_unmap,
+            ArgKind.ARGSZ,
+            V.VfioIommuType1DmaUnmap,
+            "size",
+        ),
     ]
 )

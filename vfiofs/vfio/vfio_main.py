@@ -42,15 +42,19 @@ class VfioDeviceOps(Protocol):
     def open_device(self, vdev: VfioDevice) -> None: ...
     def close_device(self, vdev: VfioDevice) -> None: ...
     def ioctl(self, df: VfioDeviceFile, caller: Caller, cmd: int, arg: int) -> int: ...
-    def read(self, df: VfioDeviceFile, caller: Caller, offset: int, size: int) -> bytes: ...
-    def write(self, df: VfioDeviceFile, caller: Caller, offset: int, data: bytes) -> int: ...
+    def read(
+        self, df: VfioDeviceFile, caller: Caller, offset: int, size: int
+    ) -> bytes: ...
+    def write(
+        self, df: VfioDeviceFile, caller: Caller, offset: int, data: bytes
+    ) -> int: ...
     def match(self, name: str) -> bool: ...
     def ioctl_name(self, cmd: int) -> str | None: ...
 
 
 class VfioListener(Protocol):
-    def group_added(self, group: Any) -> None: ...  # noqa: ANN401
-    def group_removed(self, group: Any) -> None: ...  # noqa: ANN401
+    def group_added(self, group: Any) -> None: ...
+    def group_removed(self, group: Any) -> None: ...
     def device_added(self, vdev: VfioDevice) -> None: ...
     def device_removed(self, vdev: VfioDevice) -> None: ...
 
@@ -146,7 +150,12 @@ def vfio_ioctl_device_feature(df: VfioDeviceFile, caller: Caller, arg: int) -> i
     feature = V.VfioDeviceFeature.unpack_from(raw)
     if feature.argsz < minsz:
         raise KernelError(errno.EINVAL, "argsz")
-    known = V.VFIO_DEVICE_FEATURE_MASK | V.VFIO_DEVICE_FEATURE_GET | V.VFIO_DEVICE_FEATURE_SET | V.VFIO_DEVICE_FEATURE_PROBE
+    known = (
+        V.VFIO_DEVICE_FEATURE_MASK
+        | V.VFIO_DEVICE_FEATURE_GET
+        | V.VFIO_DEVICE_FEATURE_SET
+        | V.VFIO_DEVICE_FEATURE_PROBE
+    )
     if feature.flags & ~known:
         raise KernelError(errno.EINVAL, "unknown feature flags")
     if not feature.flags & V.VFIO_DEVICE_FEATURE_PROBE and (
@@ -154,7 +163,10 @@ def vfio_ioctl_device_feature(df: VfioDeviceFile, caller: Caller, arg: int) -> i
         == (V.VFIO_DEVICE_FEATURE_GET | V.VFIO_DEVICE_FEATURE_SET)
     ):
         raise KernelError(errno.EINVAL, "GET and SET together without PROBE")
-    raise KernelError(errno.ENOTTY, f"feature {feature.flags & V.VFIO_DEVICE_FEATURE_MASK} not supported")
+    raise KernelError(
+        errno.ENOTTY,
+        f"feature {feature.flags & V.VFIO_DEVICE_FEATURE_MASK} not supported",
+    )
 
 
 @attrs.define(eq=False)
@@ -181,7 +193,9 @@ class VfioCore:
         if vdev.name in self.devices:
             raise KernelError(errno.EEXIST, f"{vdev.name} is already registered")
         if vdev.noiommu and not self.options.noiommu:
-            raise KernelError(errno.EINVAL, f"{vdev.name}: no IOMMU and noiommu mode is off")
+            raise KernelError(
+                errno.EINVAL, f"{vdev.name}: no IOMMU and noiommu mode is off"
+            )
         group = self.groups.get(vdev.iommu_group.id)
         new_group = group is None
         if group is None:
@@ -227,7 +241,7 @@ class VfioCore:
             for lst in self.listeners:
                 lst.group_removed(group)
 
-    def open_container(self, caller: Caller, flags: int) -> Any:  # noqa: ANN401
+    def open_container(self, caller: Caller, flags: int) -> Any:
         """open(/dev/vfio/vfio): a new, empty container."""
         from .container import VfioContainer
 

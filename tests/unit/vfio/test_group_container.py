@@ -28,24 +28,41 @@ def status(env, gf) -> int:  # type: ignore[no-untyped-def]
 def test_container_api_version_and_extensions_without_backend(env) -> None:  # type: ignore[no-untyped-def]
     c = env.container()
     assert c.ioctl(env.caller, V.VFIO_GET_API_VERSION, 0) == 0
-    for ext, want in ((V.VFIO_TYPE1_IOMMU, 1), (V.VFIO_TYPE1v2_IOMMU, 1), (V.VFIO_UNMAP_ALL, 1),
-                      (V.VFIO_NOIOMMU_IOMMU, 1), (V.VFIO_DMA_CC_IOMMU, 0), (V.VFIO_UPDATE_VADDR, 0),
-                      (V.VFIO_TYPE1_NESTING_IOMMU, 0), (12345, 0)):
+    for ext, want in (
+        (V.VFIO_TYPE1_IOMMU, 1),
+        (V.VFIO_TYPE1v2_IOMMU, 1),
+        (V.VFIO_UNMAP_ALL, 1),
+        (V.VFIO_NOIOMMU_IOMMU, 1),
+        (V.VFIO_DMA_CC_IOMMU, 0),
+        (V.VFIO_UPDATE_VADDR, 0),
+        (V.VFIO_TYPE1_NESTING_IOMMU, 0),
+        (12345, 0),
+    ):
         assert c.ioctl(env.caller, V.VFIO_CHECK_EXTENSION, ext) == want, ext
 
 
 def test_container_set_iommu_rules(env) -> None:  # type: ignore[no-untyped-def]
     c = env.container()
-    assert err(c.ioctl, env.caller, V.VFIO_SET_IOMMU, V.VFIO_TYPE1v2_IOMMU) == errno.EINVAL  # no group
-    assert err(c.ioctl, env.caller, V.VFIO_IOMMU_GET_INFO, 0) == errno.EINVAL  # no backend
+    assert (
+        err(c.ioctl, env.caller, V.VFIO_SET_IOMMU, V.VFIO_TYPE1v2_IOMMU) == errno.EINVAL
+    )  # no group
+    assert (
+        err(c.ioctl, env.caller, V.VFIO_IOMMU_GET_INFO, 0) == errno.EINVAL
+    )  # no backend
     gf = env.group(3)
     assert env.set_container(gf, c) == 0
     assert err(c.ioctl, env.caller, V.VFIO_SET_IOMMU, 99) == errno.ENODEV
-    assert err(c.ioctl, env.caller, V.VFIO_SET_IOMMU, V.VFIO_NOIOMMU_IOMMU) == errno.ENODEV
+    assert (
+        err(c.ioctl, env.caller, V.VFIO_SET_IOMMU, V.VFIO_NOIOMMU_IOMMU) == errno.ENODEV
+    )
     assert c.ioctl(env.caller, V.VFIO_SET_IOMMU, V.VFIO_TYPE1_IOMMU) == 0
-    assert err(c.ioctl, env.caller, V.VFIO_SET_IOMMU, V.VFIO_TYPE1_IOMMU) == errno.EINVAL  # once only
+    assert (
+        err(c.ioctl, env.caller, V.VFIO_SET_IOMMU, V.VFIO_TYPE1_IOMMU) == errno.EINVAL
+    )  # once only
     assert c.ioctl(env.caller, V.VFIO_CHECK_EXTENSION, V.VFIO_DMA_CC_IOMMU) == 1
-    assert err(c.ioctl, env.caller, 0x3BFE, 0) == errno.ENOTTY  # unknown, to the backend
+    assert (
+        err(c.ioctl, env.caller, 0x3BFE, 0) == errno.ENOTTY
+    )  # unknown, to the backend
 
 
 def test_group_open_exclusive_and_status(env) -> None:  # type: ignore[no-untyped-def]
@@ -54,7 +71,9 @@ def test_group_open_exclusive_and_status(env) -> None:  # type: ignore[no-untype
     assert status(env, gf) == V.VFIO_GROUP_FLAGS_VIABLE
     c = env.container()
     env.set_container(gf, c)
-    assert status(env, gf) == V.VFIO_GROUP_FLAGS_VIABLE | V.VFIO_GROUP_FLAGS_CONTAINER_SET
+    assert (
+        status(env, gf) == V.VFIO_GROUP_FLAGS_VIABLE | V.VFIO_GROUP_FLAGS_CONTAINER_SET
+    )
     gf.release()
     assert env.group(3) is not None  # free again; release detached it
     assert c.groups == []
@@ -78,13 +97,25 @@ def test_set_container_checks_in_order(env) -> None:  # type: ignore[no-untyped-
     gf = env.group(3)
     c = env.caller
     assert err(gf.ioctl, c, V.VFIO_GROUP_SET_CONTAINER, 1) == errno.EFAULT
-    assert err(gf.ioctl, c, V.VFIO_GROUP_SET_CONTAINER, c.alloc(struct.pack("<i", 77))) == errno.EBADF
-    assert err(gf.ioctl, c, V.VFIO_GROUP_SET_CONTAINER, c.alloc(struct.pack("<i", -1))) == errno.EBADF
+    assert (
+        err(gf.ioctl, c, V.VFIO_GROUP_SET_CONTAINER, c.alloc(struct.pack("<i", 77)))
+        == errno.EBADF
+    )
+    assert (
+        err(gf.ioctl, c, V.VFIO_GROUP_SET_CONTAINER, c.alloc(struct.pack("<i", -1)))
+        == errno.EBADF
+    )
     c.fds[40] = ForeignFile("other")
-    assert err(gf.ioctl, c, V.VFIO_GROUP_SET_CONTAINER, c.alloc(struct.pack("<i", 40))) == errno.EBADFD
+    assert (
+        err(gf.ioctl, c, V.VFIO_GROUP_SET_CONTAINER, c.alloc(struct.pack("<i", 40)))
+        == errno.EBADFD
+    )
     assert env.set_container(gf, env.container()) == 0
     # already set: EINVAL, even before looking at what the new fd is
-    assert err(gf.ioctl, c, V.VFIO_GROUP_SET_CONTAINER, c.alloc(struct.pack("<i", 40))) == errno.EINVAL
+    assert (
+        err(gf.ioctl, c, V.VFIO_GROUP_SET_CONTAINER, c.alloc(struct.pack("<i", 40)))
+        == errno.EINVAL
+    )
 
 
 def test_unset_container(env) -> None:  # type: ignore[no-untyped-def]
@@ -116,7 +147,10 @@ def test_get_device_fd_checks(env) -> None:  # type: ignore[no-untyped-def]
     # the ioctl itself cannot create the fd: EOPNOTSUPP after the same checks
     name = c.alloc(b"0000:00:04.0\0")
     assert err(gf.ioctl, c, V.VFIO_GROUP_GET_DEVICE_FD, name) == errno.EOPNOTSUPP
-    assert err(gf.ioctl, c, V.VFIO_GROUP_GET_DEVICE_FD, c.alloc(b"x" * 5000)) == errno.EINVAL
+    assert (
+        err(gf.ioctl, c, V.VFIO_GROUP_GET_DEVICE_FD, c.alloc(b"x" * 5000))
+        == errno.EINVAL
+    )
     # the group file lives until its device fds close
     gf.release()
     assert cont.groups and df2.ioctl(c, V.VFIO_DEVICE_RESET, 0) == 0
@@ -133,7 +167,10 @@ def test_noiommu_rules(env) -> None:  # type: ignore[no-untyped-def]
     gf = env.group(gid)
     cont = env.container()
     env.set_container(gf, cont)
-    assert err(cont.ioctl, env.caller, V.VFIO_SET_IOMMU, V.VFIO_TYPE1v2_IOMMU) == errno.ENODEV
+    assert (
+        err(cont.ioctl, env.caller, V.VFIO_SET_IOMMU, V.VFIO_TYPE1v2_IOMMU)
+        == errno.ENODEV
+    )
     assert cont.ioctl(env.caller, V.VFIO_CHECK_EXTENSION, V.VFIO_TYPE1_IOMMU) == 0
     assert cont.ioctl(env.caller, V.VFIO_SET_IOMMU, V.VFIO_NOIOMMU_IOMMU) == 0
     assert err(cont.ioctl, env.caller, V.VFIO_IOMMU_MAP_DMA, 0) == errno.ENOTTY
@@ -149,5 +186,13 @@ def test_two_processes_share_nothing(env) -> None:  # type: ignore[no-untyped-de
     env.set_container(ga, ca, a)
     # b holds no fd for a's container: its fd numbers are its own
     gb_fd_space = env.install(cb, b)
-    assert err(ga.ioctl, b, V.VFIO_GROUP_SET_CONTAINER, b.alloc(struct.pack("<i", gb_fd_space + 1))) == errno.EBADF
+    assert (
+        err(
+            ga.ioctl,
+            b,
+            V.VFIO_GROUP_SET_CONTAINER,
+            b.alloc(struct.pack("<i", gb_fd_space + 1)),
+        )
+        == errno.EBADF
+    )
     assert cb.groups == [] and ca.groups

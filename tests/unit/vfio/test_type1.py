@@ -12,7 +12,11 @@ from vfiofs.abi import vfio as V
 from vfiofs.errors import KernelError
 from vfiofs.uaccess import CAP_IPC_LOCK, FakeCaller
 
-R, W, VADDR = V.VFIO_DMA_MAP_FLAG_READ, V.VFIO_DMA_MAP_FLAG_WRITE, V.VFIO_DMA_MAP_FLAG_VADDR
+R, W, VADDR = (
+    V.VFIO_DMA_MAP_FLAG_READ,
+    V.VFIO_DMA_MAP_FLAG_WRITE,
+    V.VFIO_DMA_MAP_FLAG_VADDR,
+)
 MB = 1 << 20
 
 
@@ -31,7 +35,17 @@ def setup(env, kind: int):  # type: ignore[no-untyped-def]
     return c
 
 
-def dma_map(env, c, iova: int, size: int, *, vaddr: int | None = None, flags: int = R | W, argsz: int = 32, caller=None) -> int:  # type: ignore[no-untyped-def]
+def dma_map(
+    env,
+    c,
+    iova: int,
+    size: int,
+    *,
+    vaddr: int | None = None,
+    flags: int = R | W,
+    argsz: int = 32,
+    caller=None,
+) -> int:  # type: ignore[no-untyped-def]
     caller = caller or env.caller
     v = caller.mm.base if vaddr is None else vaddr
     arg = caller.alloc(V.VfioIommuType1DmaMap(argsz, flags, v, iova, size).pack())
@@ -71,20 +85,27 @@ def test_get_info_caps_and_argsz_retry(env, t1) -> None:  # type: ignore[no-unty
     iova = V.VfioIommuType1InfoCapIovaRange.unpack_from(buf, 68)
     assert (iova.id, iova.next, iova.nr_iovas) == (1, 0, 2)
     ranges = [V.VfioIovaRange.unpack_from(buf, 84 + 16 * i) for i in range(2)]
-    assert [(r.start, r.end) for r in ranges] == [(0, 0xFEDFFFFF), (0xFEF00000, (1 << 48) - 1)]
+    assert [(r.start, r.end) for r in ranges] == [
+        (0, 0xFEDFFFFF),
+        (0xFEF00000, (1 << 48) - 1),
+    ]
 
 
 def test_map_checks_in_kernel_order(env, t1) -> None:  # type: ignore[no-untyped-def]
     assert dma_map(env, t1, 0, MB, argsz=31) == -errno.EINVAL
     assert dma_map(env, t1, 0, MB, flags=R | 8) == -errno.EINVAL
     assert dma_map(env, t1, 0, 0) == -errno.EINVAL
-    assert dma_map(env, t1, (1 << 64) - 4096, 8192) == -errno.EOVERFLOW  # wrap before alignment
+    assert (
+        dma_map(env, t1, (1 << 64) - 4096, 8192) == -errno.EOVERFLOW
+    )  # wrap before alignment
     assert dma_map(env, t1, 0, MB, flags=0) == -errno.EINVAL
     assert dma_map(env, t1, 0, MB, flags=R | VADDR) == -errno.EINVAL
     assert dma_map(env, t1, 100, MB) == -errno.EINVAL  # unaligned
     assert dma_map(env, t1, 0xFEE00000, MB) == -errno.EINVAL  # MSI window
     assert dma_map(env, t1, 1 << 48, MB) == -errno.EINVAL  # outside the aperture
-    assert dma_map(env, t1, 0, MB, vaddr=0x7000_0000) == -errno.EFAULT  # not mapped in the caller
+    assert (
+        dma_map(env, t1, 0, MB, vaddr=0x7000_0000) == -errno.EFAULT
+    )  # not mapped in the caller
     assert dma_map(env, t1, 0, MB) == 0
     assert dma_map(env, t1, 0, MB) == -errno.EEXIST
     assert dma_map(env, t1, MB - 4096, 8192) == -errno.EEXIST  # any overlap
@@ -121,7 +142,16 @@ def test_map_read_only_memory_needs_read_only_mapping(env, t1) -> None:  # type:
 
 def test_unmap_checks(env, t1) -> None:  # type: ignore[no-untyped-def]
     assert dma_unmap(env, t1, 0, 4096, 8)[0] == -errno.EINVAL
-    assert dma_unmap(env, t1, 0, 4096, V.VFIO_DMA_UNMAP_FLAG_ALL | V.VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP)[0] == -errno.EINVAL
+    assert (
+        dma_unmap(
+            env,
+            t1,
+            0,
+            4096,
+            V.VFIO_DMA_UNMAP_FLAG_ALL | V.VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP,
+        )[0]
+        == -errno.EINVAL
+    )
     assert dma_unmap(env, t1, 100, 4096)[0] == -errno.EINVAL
     assert dma_unmap(env, t1, 0, 0)[0] == -errno.EINVAL
     assert dma_unmap(env, t1, 4096, 4096, V.VFIO_DMA_UNMAP_FLAG_ALL)[0] == -errno.EINVAL
@@ -142,7 +172,9 @@ def test_unmap_v1_semantics(env) -> None:  # type: ignore[no-untyped-def]
     assert dma_unmap(env, c, MB, MB) == (0, 0)  # starts inside: untouched
     assert dma_unmap(env, c, 0, MB) == (0, 2 * MB)  # ends inside: whole mapping goes
     assert dma_map(env, c, 0, 4096) == 0
-    dirty = env.caller.alloc(V.VfioIommuType1DirtyBitmap(8, V.VFIO_IOMMU_DIRTY_PAGES_FLAG_START).pack())
+    dirty = env.caller.alloc(
+        V.VfioIommuType1DirtyBitmap(8, V.VFIO_IOMMU_DIRTY_PAGES_FLAG_START).pack()
+    )
     with pytest.raises(KernelError) as e:
         c.ioctl(env.caller, V.VFIO_IOMMU_DIRTY_PAGES, dirty)
     assert e.value.errno == errno.EACCES
@@ -152,7 +184,9 @@ def test_page_table_is_the_truth_for_dma(env, t1) -> None:  # type: ignore[no-un
     mm = env.caller.mm
     assert dma_map(env, t1, 0x100000, MB, vaddr=mm.base + 4096 * 16) == 0
     maps = env.machine.mappings("0000:00:04.0")
-    assert [(m.iova, m.size, m.vaddr, m.prot) for m in maps] == [(0x100000, MB, mm.base + 4096 * 16, 3)]
+    assert [(m.iova, m.size, m.vaddr, m.prot) for m in maps] == [
+        (0x100000, MB, mm.base + 4096 * 16, 3)
+    ]
     assert maps[0].owner is mm
     dma_unmap(env, t1, 0, 0, V.VFIO_DMA_UNMAP_FLAG_ALL)
     assert env.machine.mappings("0000:00:04.0") == []
@@ -161,9 +195,13 @@ def test_page_table_is_the_truth_for_dma(env, t1) -> None:  # type: ignore[no-un
 def test_vaddr_invalidate_and_update(env, t1) -> None:  # type: ignore[no-untyped-def]
     mm = env.caller.mm
     assert dma_map(env, t1, 0, MB) == 0
-    assert dma_map(env, t1, 0, MB, vaddr=mm.base + MB, flags=VADDR) == -errno.EINVAL  # not invalidated
+    assert (
+        dma_map(env, t1, 0, MB, vaddr=mm.base + MB, flags=VADDR) == -errno.EINVAL
+    )  # not invalidated
     assert dma_unmap(env, t1, 0, MB, V.VFIO_DMA_UNMAP_FLAG_VADDR) == (0, MB)
-    assert dma_unmap(env, t1, 0, MB, V.VFIO_DMA_UNMAP_FLAG_VADDR)[0] == -errno.EINVAL  # twice
+    assert (
+        dma_unmap(env, t1, 0, MB, V.VFIO_DMA_UNMAP_FLAG_VADDR)[0] == -errno.EINVAL
+    )  # twice
     assert dma_map(env, t1, 8 * MB, MB, flags=VADDR) == -errno.ENOENT
     assert dma_map(env, t1, 0, MB, vaddr=mm.base + MB, flags=VADDR) == 0
     assert env.machine.mappings("0000:00:04.0")[0].vaddr == mm.base + MB

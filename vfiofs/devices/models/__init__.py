@@ -22,7 +22,9 @@ def model_class(name: str) -> type[PciDevice]:
         return BUILTIN[name]
     mod, sep, attr = name.partition(":")
     if not sep:
-        raise ValueError(f"unknown model {name!r}: built-ins are {', '.join(BUILTIN)}, or use 'package.module:Class'")
+        raise ValueError(
+            f"unknown model {name!r}: built-ins are {', '.join(BUILTIN)}, or use 'package.module:Class'"
+        )
     try:
         cls = getattr(importlib.import_module(mod), attr)
     except (ImportError, AttributeError) as e:

@@ -15,7 +15,16 @@ from typing import ClassVar
 from ...iommu.dma import DmaFault
 from ..pci import PciDevice
 
-SRC, DST, LEN, DOORBELL, STATUS, ERROR, FAULT, COUNT = 0x00, 0x08, 0x10, 0x14, 0x18, 0x1C, 0x20, 0x28
+SRC, DST, LEN, DOORBELL, STATUS, ERROR, FAULT, COUNT = (
+    0x00,
+    0x08,
+    0x10,
+    0x14,
+    0x18,
+    0x1C,
+    0x20,
+    0x28,
+)
 STATUS_IDLE, STATUS_DONE, STATUS_ERROR = 0, 2, 3
 ERROR_SRC, ERROR_DST = 1, 2
 MAX_LEN = 1 << 20
@@ -47,7 +56,11 @@ class MemcpyDevice(PciDevice):
         return int(struct.unpack_from("<" + fmt, self.regs, off)[0])
 
     def copy(self) -> None:
-        src, dst, n = self._reg(SRC, "Q"), self._reg(DST, "Q"), min(self._reg(LEN), MAX_LEN)
+        src, dst, n = (
+            self._reg(SRC, "Q"),
+            self._reg(DST, "Q"),
+            min(self._reg(LEN), MAX_LEN),
+        )
         try:
             data = self.dma_read(src, n)
         except DmaFault as f:

@@ -47,10 +47,10 @@ class VfioPciCoreDevice:
             raise KernelError(errno.EINVAL, f"unknown device option {extra!r}")
         return True
 
-    def open_device(self, vdev: Any) -> None:  # noqa: ANN401
+    def open_device(self, vdev: Any) -> None:
         self.pdev.reset()
 
-    def close_device(self, vdev: Any) -> None:  # noqa: ANN401
+    def close_device(self, vdev: Any) -> None:
         """vfio_pci_core_close_device(): IRQs off, eventfds dropped, device reset."""
         self.irqs.close()
         self.pdev.reset()
@@ -58,7 +58,7 @@ class VfioPciCoreDevice:
     def ioctl_name(self, cmd: int) -> str | None:
         return IOCTLS.name(cmd)
 
-    def ioctl(self, df: Any, caller: Caller, cmd: int, arg: int) -> int:  # noqa: ANN401
+    def ioctl(self, df: Any, caller: Caller, cmd: int, arg: int) -> int:
         return IOCTLS.dispatch(self, caller, cmd, arg)
 
     # --- regions -------------------------------------------------------------------------
@@ -73,11 +73,11 @@ class VfioPciCoreDevice:
             return p.config_size, RW
         return 0, 0  # ROM and VGA: the simulated devices have neither
 
-    def read(self, df: Any, caller: Caller, offset: int, size: int) -> bytes:  # noqa: ANN401
+    def read(self, df: Any, caller: Caller, offset: int, size: int) -> bytes:
         index, off = V.VFIO_PCI_OFFSET_TO_INDEX(offset), offset & V.VFIO_PCI_OFFSET_MASK
         return self._rw(index, off, size, None)
 
-    def write(self, df: Any, caller: Caller, offset: int, data: bytes) -> int:  # noqa: ANN401
+    def write(self, df: Any, caller: Caller, offset: int, data: bytes) -> int:
         index, off = V.VFIO_PCI_OFFSET_TO_INDEX(offset), offset & V.VFIO_PCI_OFFSET_MASK
         self._rw(index, off, len(data), data)
         return len(data)
@@ -93,15 +93,27 @@ class VfioPciCoreDevice:
             raise KernelError(errno.EINVAL, "the ROM is read-only")
         size, _ = self.region(index)
         if off >= size:
-            raise KernelError(errno.EINVAL, f"offset {off:#x} past region {index} ({size:#x})")
+            raise KernelError(
+                errno.EINVAL, f"offset {off:#x} past region {index} ({size:#x})"
+            )
         count = min(count, size - off)
         p = self.pdev
         out = bytearray()
         pos = off
         while pos < off + count:
-            n = 4 if pos % 4 == 0 and off + count - pos >= 4 else 2 if pos % 2 == 0 and off + count - pos >= 2 else 1
+            n = (
+                4
+                if pos % 4 == 0 and off + count - pos >= 4
+                else 2
+                if pos % 2 == 0 and off + count - pos >= 2
+                else 1
+            )
             if data is None:
-                piece = p.config_read(pos, n) if index == V.VFIO_PCI_CONFIG_REGION_INDEX else p.bar_read(index, pos, n)
+                piece = (
+                    p.config_read(pos, n)
+                    if index == V.VFIO_PCI_CONFIG_REGION_INDEX
+                    else p.bar_read(index, pos, n)
+                )
                 out += piece
             else:
                 chunk = data[pos - off : pos - off + n]
@@ -115,7 +127,9 @@ class VfioPciCoreDevice:
 
 def vfio_pci_ioctl_get_info(vdev: VfioPciCoreDevice, ucmd: Ucmd) -> int:
     flags = V.VFIO_DEVICE_FLAGS_PCI | V.VFIO_DEVICE_FLAGS_RESET
-    info = V.VfioDeviceInfo(ucmd.argsz, flags, V.VFIO_PCI_NUM_REGIONS, V.VFIO_PCI_NUM_IRQS, 0, 0)
+    info = V.VfioDeviceInfo(
+        ucmd.argsz, flags, V.VFIO_PCI_NUM_REGIONS, V.VFIO_PCI_NUM_IRQS, 0, 0
+    )
     ucmd.respond(info)
     return 0
 
@@ -125,7 +139,9 @@ def vfio_pci_ioctl_get_region_info(vdev: VfioPciCoreDevice, ucmd: Ucmd) -> int:
     if info.index >= V.VFIO_PCI_NUM_REGIONS:
         raise KernelError(errno.EINVAL, f"region index {info.index}")
     size, flags = vdev.region(info.index)
-    out = V.VfioRegionInfo(info.argsz, flags, info.index, 0, size, V.VFIO_PCI_INDEX_TO_OFFSET(info.index))
+    out = V.VfioRegionInfo(
+        info.argsz, flags, info.index, 0, size, V.VFIO_PCI_INDEX_TO_OFFSET(info.index)
+    )
     ucmd.respond(out, limit=V.VfioRegionInfo.SIZE)
     return 0
 
@@ -141,7 +157,10 @@ def vfio_pci_ioctl_get_irq_info(vdev: VfioPciCoreDevice, ucmd: Ucmd) -> int:
         flags |= V.VFIO_IRQ_INFO_MASKABLE | V.VFIO_IRQ_INFO_AUTOMASKED
     else:
         flags |= V.VFIO_IRQ_INFO_NORESIZE
-    ucmd.respond(V.VfioIrqInfo(info.argsz, flags, info.index, irq_count(vdev.pdev, info.index)), limit=V.VfioIrqInfo.SIZE)
+    ucmd.respond(
+        V.VfioIrqInfo(info.argsz, flags, info.index, irq_count(vdev.pdev, info.index)),
+        limit=V.VfioIrqInfo.SIZE,
+    )
     return 0
 
 
@@ -163,13 +182,17 @@ def vfio_pci_ioctl_get_pci_hot_reset_info(vdev: VfioPciCoreDevice, ucmd: Ucmd) -
     group = vdev.pdev.iommu_group
     bdf = vdev.pdev.bdf
     bus, devfn = int(bdf[5:7], 16), (int(bdf[8:10], 16) << 3) | int(bdf[11])
-    devs = [V.VfioPciDependentDevice(group.id if group else 0, int(bdf[:4], 16), bus, devfn)]
+    devs = [
+        V.VfioPciDependentDevice(group.id if group else 0, int(bdf[:4], 16), bus, devfn)
+    ]
     need = V.VfioPciHotResetInfo.SIZE + len(devs) * V.VfioPciDependentDevice.SIZE
     out = V.VfioPciHotResetInfo(info.argsz, 0, len(devs))
     ucmd.caller.copy_to_user(ucmd.arg, out.pack())
     if info.argsz < need:
         raise KernelError(errno.ENOSPC, "buffer too small for the dependent devices")
-    ucmd.caller.copy_to_user(ucmd.arg + V.VfioPciHotResetInfo.SIZE, b"".join(d.pack() for d in devs))
+    ucmd.caller.copy_to_user(
+        ucmd.arg + V.VfioPciHotResetInfo.SIZE, b"".join(d.pack() for d in devs)
+    )
     return 0
 
 
@@ -182,7 +205,12 @@ def vfio_pci_ioctl_pci_hot_reset(vdev: VfioPciCoreDevice, ucmd: Ucmd) -> int:
         raise KernelError(errno.EINVAL, "flags must be 0")
     if hr.argsz - V.VfioPciHotReset.SIZE < 4 * hr.count:
         raise KernelError(errno.EINVAL, "argsz too small for the group fds")
-    fds = list(struct.unpack(f"<{hr.count}i", ucmd.caller.copy_from_user(ucmd.arg + V.VfioPciHotReset.SIZE, 4 * hr.count)))
+    fds = list(
+        struct.unpack(
+            f"<{hr.count}i",
+            ucmd.caller.copy_from_user(ucmd.arg + V.VfioPciHotReset.SIZE, 4 * hr.count),
+        )
+    )
     refs = ucmd.caller.fget_many(fds)
     groups = []
     for ref in refs:
@@ -191,19 +219,63 @@ def vfio_pci_ioctl_pci_hot_reset(vdev: VfioPciCoreDevice, ucmd: Ucmd) -> int:
             raise KernelError(errno.EINVAL, "not a VFIO group fd")
         groups.append(handle.group.iommu_group)
     if vdev.pdev.iommu_group not in groups:
-        raise KernelError(errno.EINVAL, "the group fds do not cover the affected devices")
+        raise KernelError(
+            errno.EINVAL, "the group fds do not cover the affected devices"
+        )
     vdev.pdev.reset()
     return 0
 
 
 IOCTLS: IoctlTable[VfioPciCoreDevice] = IoctlTable(
     [
-        IoctlOp(V.VFIO_DEVICE_GET_INFO, "VFIO_DEVICE_GET_INFO", vfio_pci_ioctl_get_info, ArgKind.ARGSZ, V.VfioDeviceInfo, "num_irqs"),
-        IoctlOp(V.VFIO_DEVICE_GET_IRQ_INFO, "VFIO_DEVICE_GET_IRQ_INFO", vfio_pci_ioctl_get_irq_info, ArgKind.ARGSZ, V.VfioIrqInfo, "count"),
-        IoctlOp(V.VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO", vfio_pci_ioctl_get_pci_hot_reset_info, ArgKind.ARGSZ, V.VfioPciHotResetInfo, "count"),
-        IoctlOp(V.VFIO_DEVICE_GET_REGION_INFO, "VFIO_DEVICE_GET_REGION_INFO", vfio_pci_ioctl_get_region_info, ArgKind.ARGSZ, V.VfioRegionInfo, "offset"),
-        IoctlOp(V.VFIO_DEVICE_PCI_HOT_RESET, "VFIO_DEVICE_PCI_HOT_RESET", vfio_pci_ioctl_pci_hot_reset, ArgKind.ARGSZ, V.VfioPciHotReset, "count"),
+        IoctlOp(
+            V.VFIO_DEVICE_GET_INFO,
+            "VFIO_DEVICE_GET_INFO",
+            vfio_pci_ioctl_get_info,
+            ArgKind.ARGSZ,
+            V.VfioDeviceInfo,
+            "num_irqs",
+        ),
+        IoctlOp(
+            V.VFIO_DEVICE_GET_IRQ_INFO,
+            "VFIO_DEVICE_GET_IRQ_INFO",
+            vfio_pci_ioctl_get_irq_info,
+            ArgKind.ARGSZ,
+            V.VfioIrqInfo,
+            "count",
+        ),
+        IoctlOp(
+            V.VFIO_DEVICE_GET_PCI_HOT_RESET_INFO,
+            "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO",
+            vfio_pci_ioctl_get_pci_hot_reset_info,
+            ArgKind.ARGSZ,
+            V.VfioPciHotResetInfo,
+            "count",
+        ),
+        IoctlOp(
+            V.VFIO_DEVICE_GET_REGION_INFO,
+            "VFIO_DEVICE_GET_REGION_INFO",
+            vfio_pci_ioctl_get_region_info,
+            ArgKind.ARGSZ,
+            V.VfioRegionInfo,
+            "offset",
+        ),
+        IoctlOp(
+            V.VFIO_DEVICE_PCI_HOT_RESET,
+            "VFIO_DEVICE_PCI_HOT_RESET",
+            vfio_pci_ioctl_pci_hot_reset,
+            ArgKind.ARGSZ,
+            V.VfioPciHotReset,
+            "count",
+        ),
         IoctlOp(V.VFIO_DEVICE_RESET, "VFIO_DEVICE_RESET", vfio_pci_ioctl_reset),
-        IoctlOp(V.VFIO_DEVICE_SET_IRQS, "VFIO_DEVICE_SET_IRQS", vfio_pci_ioctl_set_irqs, ArgKind.ARGSZ, V.VfioIrqSet, "count"),
+        IoctlOp(
+            V.VFIO_DEVICE_SET_IRQS,
+            "VFIO_DEVICE_SET_IRQS",
+            vfio_pci_ioctl_set_irqs,
+            ArgKind.ARGSZ,
+            V.VfioIrqSet,
+            "count",
+        ),
     ]
 )

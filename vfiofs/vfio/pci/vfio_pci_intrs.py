@@ -57,7 +57,7 @@ class IrqState:
             self.disable(index)
 
 
-def irq_count(pdev: Any, index: int) -> int:  # noqa: ANN401
+def irq_count(pdev: Any, index: int) -> int:
     """vfio_pci_get_irq_count()."""
     irqs = pdev.spec.irqs
     if index == V.VFIO_PCI_INTX_IRQ_INDEX:
@@ -73,7 +73,9 @@ def irq_count(pdev: Any, index: int) -> int:  # noqa: ANN401
     return 0
 
 
-def vfio_pci_set_irqs(state: IrqState, pdev: Any, caller: Caller, arg: int, hdr: V.VfioIrqSet) -> int:  # noqa: ANN401
+def vfio_pci_set_irqs(
+    state: IrqState, pdev: Any, caller: Caller, arg: int, hdr: V.VfioIrqSet
+) -> int:
     """VFIO_DEVICE_SET_IRQS: vfio_set_irqs_validate_and_prepare() then the per-index
     handler. Eventfds are fetched before any state changes."""
     max_count = irq_count(pdev, hdr.index) if hdr.index < V.VFIO_PCI_NUM_IRQS else 0
@@ -88,15 +90,31 @@ def vfio_pci_set_irqs(state: IrqState, pdev: Any, caller: Caller, arg: int, hdr:
     if hdr.start >= max_count or hdr.start + hdr.count > max_count:
         raise KernelError(errno.EINVAL, f"start/count outside the {max_count} vectors")
     data_type, action = hdr.flags & DATA_MASK, hdr.flags & ACTION_MASK
-    if data_type not in (V.VFIO_IRQ_SET_DATA_NONE, V.VFIO_IRQ_SET_DATA_BOOL, V.VFIO_IRQ_SET_DATA_EVENTFD):
+    if data_type not in (
+        V.VFIO_IRQ_SET_DATA_NONE,
+        V.VFIO_IRQ_SET_DATA_BOOL,
+        V.VFIO_IRQ_SET_DATA_EVENTFD,
+    ):
         raise KernelError(errno.EINVAL, "exactly one DATA flag")
-    if action not in (V.VFIO_IRQ_SET_ACTION_MASK, V.VFIO_IRQ_SET_ACTION_UNMASK, V.VFIO_IRQ_SET_ACTION_TRIGGER):
+    if action not in (
+        V.VFIO_IRQ_SET_ACTION_MASK,
+        V.VFIO_IRQ_SET_ACTION_UNMASK,
+        V.VFIO_IRQ_SET_ACTION_TRIGGER,
+    ):
         # kernel: vfio_pci_set_irqs_ioctl() finds no handler
         raise KernelError(errno.ENOTTY, "exactly one ACTION flag")
-    size = {V.VFIO_IRQ_SET_DATA_NONE: 0, V.VFIO_IRQ_SET_DATA_BOOL: 1, V.VFIO_IRQ_SET_DATA_EVENTFD: 4}[data_type]
+    size = {
+        V.VFIO_IRQ_SET_DATA_NONE: 0,
+        V.VFIO_IRQ_SET_DATA_BOOL: 1,
+        V.VFIO_IRQ_SET_DATA_EVENTFD: 4,
+    }[data_type]
     if size and hdr.argsz - V.VfioIrqSet.SIZE < size * hdr.count:
         raise KernelError(errno.EINVAL, "argsz too small for the data")
-    data = caller.copy_from_user(arg + V.VfioIrqSet.SIZE, size * hdr.count) if size else b""
+    data = (
+        caller.copy_from_user(arg + V.VfioIrqSet.SIZE, size * hdr.count)
+        if size
+        else b""
+    )
     index, start, count = hdr.index, hdr.start, hdr.count
     # fetch every eventfd first (uaccess rule: before any state change)
     fds: list[int] = []
@@ -113,14 +131,20 @@ def vfio_pci_set_irqs(state: IrqState, pdev: Any, caller: Caller, arg: int, hdr:
             return _intx_mask(state, data_type, data, count, mask=True)
         if action == V.VFIO_IRQ_SET_ACTION_UNMASK:
             if data_type == V.VFIO_IRQ_SET_DATA_EVENTFD:
-                raise KernelError(errno.EINVAL, "unmask via eventfd (irqfd) is not emulated")
+                raise KernelError(
+                    errno.EINVAL, "unmask via eventfd (irqfd) is not emulated"
+                )
             return _intx_mask(state, data_type, data, count, mask=False)
     elif index in (V.VFIO_PCI_MSI_IRQ_INDEX, V.VFIO_PCI_MSIX_IRQ_INDEX):
         if action != V.VFIO_IRQ_SET_ACTION_TRIGGER:
             raise KernelError(errno.ENOTTY, "MSI/MSI-X support only TRIGGER")
         if V.VFIO_PCI_INTX_IRQ_INDEX in state.enabled and count:
             raise KernelError(errno.EINVAL, "INTx is enabled")
-        other = V.VFIO_PCI_MSIX_IRQ_INDEX if index == V.VFIO_PCI_MSI_IRQ_INDEX else V.VFIO_PCI_MSI_IRQ_INDEX
+        other = (
+            V.VFIO_PCI_MSIX_IRQ_INDEX
+            if index == V.VFIO_PCI_MSI_IRQ_INDEX
+            else V.VFIO_PCI_MSI_IRQ_INDEX
+        )
         if other in state.enabled and count:
             raise KernelError(errno.EINVAL, "the other MSI kind is enabled")
     elif action != V.VFIO_IRQ_SET_ACTION_TRIGGER:
@@ -132,7 +156,8 @@ def vfio_pci_set_irqs(state: IrqState, pdev: Any, caller: Caller, arg: int, hdr:
         state.disable(index)
         return 0
     if index == V.VFIO_PCI_INTX_IRQ_INDEX and (
-        V.VFIO_PCI_MSI_IRQ_INDEX in state.enabled or V.VFIO_PCI_MSIX_IRQ_INDEX in state.enabled
+        V.VFIO_PCI_MSI_IRQ_INDEX in state.enabled
+        or V.VFIO_PCI_MSIX_IRQ_INDEX in state.enabled
     ):
         raise KernelError(errno.EINVAL, "MSI is enabled")
     if data_type == V.VFIO_IRQ_SET_DATA_EVENTFD:
@@ -153,7 +178,9 @@ def vfio_pci_set_irqs(state: IrqState, pdev: Any, caller: Caller, arg: int, hdr:
     return 0
 
 
-def _intx_mask(state: IrqState, data_type: int, data: bytes, count: int, *, mask: bool) -> int:
+def _intx_mask(
+    state: IrqState, data_type: int, data: bytes, count: int, *, mask: bool
+) -> int:
     if count != 1 and not (count == 0 and data_type == V.VFIO_IRQ_SET_DATA_NONE):
         raise KernelError(errno.EINVAL, "INTx has one vector")
     if data_type == V.VFIO_IRQ_SET_DATA_BOOL and not data[0]:
