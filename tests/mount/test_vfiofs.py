@@ -249,3 +249,14 @@ def test_daemon_killed_then_umount_leaves_nothing(start_daemon, mounted, sig) ->
         [*VFIOFS, "umount", str(d.mountpoint)], cwd=ROOT, timeout=30, check=False
     )
     assert not mounted(d.mountpoint)
+
+
+def test_run_dma_memcpy_through_the_iommu_with_msix(tmp_path: Path) -> None:
+    exe = tmp_path / "dma_memcpy"
+    subprocess.run(["gcc", "-Wall", "-Werror", "-o", str(exe), str(ROOT / "examples/dma_memcpy.c")], check=True)
+    for group, bdf in (("0", "0000:00:04.0"), ("1", "0000:00:05.1")):
+        r = vfiofs_run(str(exe), group, bdf)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "FAIL" not in r.stdout
+        assert "ok   copy done: one interrupt on the eventfd" in r.stdout
+        assert "ok   no interrupt on a fault" in r.stdout

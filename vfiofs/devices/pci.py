@@ -220,6 +220,24 @@ class PciDevice:
             and self.cfg(CAP_MSI + R.PCI_MSI_FLAGS) & R.PCI_MSI_FLAGS_ENABLE
         )
 
+    def set_msi_mode(self, index: int, nvec: int) -> None:
+        """What the host kernel does for vfio-pci when userspace sets up interrupts
+        (pci_alloc_irq_vectors): enable MSI (index 1) or MSI-X (index 2) with ``nvec``
+        unmasked vectors, or turn both off (``nvec`` 0), leaving INTx."""
+        msi_flags = CAP_MSI + R.PCI_MSI_FLAGS
+        msix_flags = CAP_MSIX + R.PCI_MSIX_FLAGS
+        if self.spec.irqs.msi:
+            v = self.cfg(msi_flags) & ~R.PCI_MSI_FLAGS_ENABLE
+            struct.pack_into("<H", self.config, msi_flags, v | (R.PCI_MSI_FLAGS_ENABLE if index == 1 and nvec else 0))
+        if self.spec.irqs.msix:
+            v = self.cfg(msix_flags) & ~(R.PCI_MSIX_FLAGS_ENABLE | R.PCI_MSIX_FLAGS_MASKALL)
+            struct.pack_into("<H", self.config, msix_flags, v | (R.PCI_MSIX_FLAGS_ENABLE if index == 2 and nvec else 0))
+            for vec in range(self.spec.irqs.msix):
+                self.msix_table[vec * 16 + 12] = 0 if index == 2 and vec < nvec else 1
+        if index in (1, 2) and nvec:
+            cmd = self.cfg(R.PCI_COMMAND) | R.PCI_COMMAND_INTX_DISABLE
+            struct.pack_into("<H", self.config, R.PCI_COMMAND, cmd)
+
     def msix_masked(self, vector: int) -> bool:
         ctrl = self.msix_table[vector * 16 + 12]
         return bool(

@@ -154,6 +154,8 @@ def vfio_pci_set_irqs(
     # TRIGGER
     if count == 0 and data_type == V.VFIO_IRQ_SET_DATA_NONE:
         state.disable(index)
+        if index in (V.VFIO_PCI_MSI_IRQ_INDEX, V.VFIO_PCI_MSIX_IRQ_INDEX):
+            pdev.set_msi_mode(index, 0)
         return 0
     if index == V.VFIO_PCI_INTX_IRQ_INDEX and (
         V.VFIO_PCI_MSI_IRQ_INDEX in state.enabled
@@ -170,6 +172,8 @@ def vfio_pci_set_irqs(
             if fd >= 0:
                 state.triggers[key] = next(it).take_eventfd()
         state.enabled[index] = max(state.enabled.get(index, 0), start + count)
+        if index in (V.VFIO_PCI_MSI_IRQ_INDEX, V.VFIO_PCI_MSIX_IRQ_INDEX):
+            pdev.set_msi_mode(index, state.enabled[index])
         return 0
     # DATA_NONE / DATA_BOOL: loopback triggers, as if the device fired
     for i in range(count):
