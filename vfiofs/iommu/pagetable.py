@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Iterator
-from typing import Any
-
-import attrs
+from typing import Any, NamedTuple
 
 from ..errors import KernelError
 
@@ -34,16 +32,18 @@ def level_shift(level: int) -> int:
     return PAGE_SHIFT + 9 * (level - 1)
 
 
-@attrs.frozen
-class Translation:
+class Translation(NamedTuple):
+    """Where one IOVA goes."""
+
     owner: Any
     vaddr: int
     prot: int
     page_size: int
 
 
-@attrs.frozen
-class Mapping:
+class Mapping(NamedTuple):
+    """A run of IOVA space mapped contiguously to one owner."""
+
     iova: int
     size: int
     owner: Any
@@ -60,7 +60,8 @@ class _Run:
         self.owner, self.iova, self.vaddr, self.prot = owner, iova, vaddr, prot
 
 
-_Table = list[Any]  # entries: None, a _Run (leaf) or a nested _Table
+_Table = list[Any]
+_new = tuple.__new__  # entries: None, a _Run (leaf) or a nested _Table
 
 
 class IoPageTable:
@@ -185,16 +186,14 @@ class IoPageTable:
         if iova < 0 or iova >> self.address_width:
             return None
         e: Any = self.root
-        level = self.levels
+        shift = level_shift(self.levels)
         while True:
-            e = e[(iova >> level_shift(level)) & 511]
+            e = e[(iova >> shift) & 511]
             if e is None:
                 return None
             if e.__class__ is _Run:
-                return Translation(
-                    e.owner, e.vaddr + (iova - e.iova), e.prot, 1 << level_shift(level)
-                )
-            level -= 1
+                return _new(Translation, (e.owner, e.vaddr + iova - e.iova, e.prot, 1 << shift))
+            shift -= 9
 
     def walk(self) -> Iterator[Mapping]:
         """Every mapping in ascending IOVA order, contiguous leaves merged."""
