@@ -17,18 +17,18 @@ from .fs.devnodes import VfioTree
 from .fs.tree import Tree
 from .iommu.group import IommuGroup, IommuGroups
 from .iommu.pagetable import Mapping
+from .iommufd.main import IommufdCtx
+from .uaccess import Caller
 from .vfio.pci.vfio_pci_core import VfioPciCoreDevice
 from .vfio.vfio_main import VfioCore, VfioDevice, VfioOptions
 
 
 def vfio_options(o: Options) -> VfioOptions:
-    # iommufd (/dev/iommu, and with it the device cdevs) is not emulated yet: the switch
-    # is honoured as "off", exactly as a kernel built without IOMMUFD behaves.
     return VfioOptions(
         device_cdev=o.device_cdev,
         container=o.container,
         noiommu=o.noiommu,
-        iommufd=False,
+        iommufd=o.iommufd,
         dma_entry_limit=o.dma_entry_limit,
         address_width=o.address_width,
     )
@@ -49,7 +49,7 @@ class Machine:
     def __attrs_post_init__(self) -> None:
         self.core = VfioCore(vfio_options(self.topology.options))
         self.tree = Tree()
-        VfioTree(self.tree.root, self.core)
+        VfioTree(self.tree.root, self.core, iommufd_open=self.iommufd_open if self.core.options.iommufd else None)
         for g in self.topology.groups:
             group = self.iommu_groups.add(IommuGroup(g.id, noiommu=g.noiommu))
             for spec in g.devices:
@@ -90,6 +90,10 @@ class Machine:
         if group is None or group.domain is None:
             return []
         return list(group.domain.pagetable.walk())
+
+    def iommufd_open(self, caller: Caller, flags: int) -> IommufdCtx:
+        """open(/dev/iommu): a new iommufd context."""
+        return IommufdCtx(address_width=self.core.options.address_width)
 
     def attach(self, session: object) -> None:
         """Called once the mount is up."""

@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import stat
+import struct
 import subprocess
 import sys
 import textwrap
@@ -260,3 +261,54 @@ def test_run_dma_memcpy_through_the_iommu_with_msix(tmp_path: Path) -> None:
         assert "FAIL" not in r.stdout
         assert "ok   copy done: one interrupt on the eventfd" in r.stdout
         assert "ok   no interrupt on a fault" in r.stdout
+
+
+@pytest.fixture
+def cdev_example(tmp_path: Path) -> Path:
+    exe = tmp_path / "cdev_iommufd"
+    subprocess.run(["gcc", "-Wall", "-Werror", "-I", str(ROOT / "examples"), "-o", str(exe), str(ROOT / "examples/cdev_iommufd.c")], check=True)
+    return exe
+
+
+def test_cdev_iommufd_flow_on_a_plain_mount(mounted_default, cdev_example) -> None:  # type: ignore[no-untyped-def]
+    env = dict(os.environ, VFIO_ROOT=str(mounted_default.mountpoint))
+    r = subprocess.run([cdev_example, "0000:00:04.0"], capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # object ids as the kernel hands them out: DEVICE 1, IOAS 2, auto HWPT 3
+    assert "ok   BIND_IOMMUFD: devid 1" in r.stdout
+    assert "ok   IOAS_ALLOC: ioas 2" in r.stdout
+    assert "ok   ATTACH_IOMMUFD_PT: hwpt 3" in r.stdout
+    assert "range 0xfef00000-0xffffffffffff" in r.stdout
+
+
+def test_cdev_iommufd_flow_under_run(cdev_example) -> None:  # type: ignore[no-untyped-def]
+    r = vfiofs_run(str(cdev_example), "0000:00:05.0")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip().endswith("done")
+
+
+def test_cdev_and_group_exclude_each_other(mounted_default) -> None:  # type: ignore[no-untyped-def]
+    mnt = mounted_default.mountpoint
+    dev = os.open(mnt / "dev/vfio/devices/vfio0", os.O_RDWR)
+    ictx = os.open(mnt / "dev/iommu", os.O_RDWR)
+    group = os.open(mnt / "dev/vfio/0", os.O_RDWR)
+    bind = bytearray(struct.pack("<IIiIQ", 24, 0, ictx, 0, 0))
+    with pytest.raises(OSError) as e:  # group open: the cdev cannot bind
+        fcntl.ioctl(dev, 0x3B76, bind, True)
+    assert e.value.errno == errno.EBUSY
+    os.close(group)
+    assert fcntl.ioctl(dev, 0x3B76, bind, True) == 0
+    with pytest.raises(OSError) as e:  # cdev bound: the group cannot open
+        os.open(mnt / "dev/vfio/0", os.O_RDWR)
+    assert e.value.errno == errno.EBUSY
+    os.close(dev)
+    os.close(os.open(mnt / "dev/vfio/0", os.O_RDWR))  # free again after the cdev closed
+    os.close(ictx)
+
+
+def test_noiommu_device_has_no_cdev(mounted_default) -> None:  # type: ignore[no-untyped-def]
+    mnt = mounted_default.mountpoint
+    assert sorted(os.listdir(mnt / "dev/vfio/devices")) == ["vfio0", "vfio1", "vfio2"]
+    assert not (mnt / "sys/bus/pci/devices/0000:00:06.0/vfio-dev").exists()
+    assert (mnt / "sys/bus/pci/devices/0000:00:04.0/vfio-dev/vfio0/dev").read_text() == "511:0\n"
+    assert os.readlink(mnt / "sys/class/vfio-dev/vfio0").endswith("0000:00:04.0/vfio-dev/vfio0")

@@ -53,7 +53,8 @@ class VfioTree:
         vfio = dev.mkdir("vfio")
         opts = self.core.options
         if opts.container or self.iommufd_open is not None:
-            opener = self.core.open_container if opts.container else self.iommufd_open
+            # VFIO_CONTAINER off: iommufd provides /dev/vfio/vfio (per-process accounting)
+            opener = self.core.open_container if opts.container else self._compat_container
             vfio.add("vfio", _dev(0o666, opener))
             misc = sys_.mkdir("class").mkdir("misc").mkdir("vfio")
             misc.add("dev", Attribute(show=text(f"{MISC_MAJOR}:{VFIO_MINOR}")))
@@ -91,6 +92,11 @@ class VfioTree:
             },
         )
         self.core.listeners.append(self)
+
+    def _compat_container(self, caller: Caller, flags: int) -> OpenFile:
+        ctx = self.iommufd_open(caller, flags)
+        ctx.account_mm = True
+        return ctx  # type: ignore[no-any-return]
 
     def _sys(self, path: str) -> Directory:
         node = self.root.walk("sys/" + path)

@@ -33,8 +33,10 @@ class VfioGroup:
     iommu_group: IommuGroup
     devices: list[VfioDevice] = attrs.Factory(list)
     container: Any = None  # VfioContainer
+    iommufd: Any = None  # an IommufdCtx used as the container (compat)
     opened_file: VfioGroupFile | None = None
     removed: bool = False
+    cdev_bound: int = 0  # devices bound through their cdev (vfio_device_block_group)
 
     @property
     def name(self) -> str:
@@ -54,6 +56,8 @@ class VfioGroup:
             raise KernelError(errno.ENODEV, f"group {self.name} is gone")
         if self.noiommu and not caller.capable(CAP_SYS_RAWIO):
             raise KernelError(errno.EPERM, "noiommu group needs CAP_SYS_RAWIO")
+        if self.cdev_bound:
+            raise KernelError(errno.EBUSY, f"a device of group {self.name} is bound through its cdev")
         if self.opened_file is not None:
             raise KernelError(errno.EBUSY, f"group {self.name} is already open")
         self.opened_file = VfioGroupFile(self)
@@ -84,6 +88,7 @@ class VfioGroupFile:
         group = self.group
         if group.container is not None:
             group.container.detach_group(group)
+        group.iommufd = None
         group.opened_file = None
 
     # --- GET_DEVICE_FD -----------------------------------------------------------------
@@ -124,7 +129,7 @@ def vfio_group_ioctl_get_status(gf: VfioGroupFile, ucmd: Ucmd) -> int:
     group = gf.group
     if group.removed:
         raise KernelError(errno.ENODEV)
-    if group.container is not None:
+    if group.container is not None or group.iommufd is not None:
         flags = V.VFIO_GROUP_FLAGS_CONTAINER_SET | V.VFIO_GROUP_FLAGS_VIABLE
     elif group.iommu_group.owner is None and group.iommu_group.viable():
         flags = V.VFIO_GROUP_FLAGS_VIABLE
@@ -139,24 +144,41 @@ def vfio_group_ioctl_set_container(gf: VfioGroupFile, ucmd: Ucmd) -> int:
 
     fd = struct.unpack("<i", ucmd.caller.copy_from_user(ucmd.arg, 4))[0]
     ref = ucmd.caller.fget(fd)
+    from ..iommufd.main import IommufdCtx
+
     group = gf.group
-    if group.container is not None:
+    if group.container is not None or group.iommufd is not None:
         raise KernelError(errno.EINVAL, "group already has a container")
     if group.removed:
         raise KernelError(errno.ENODEV)
-    if not isinstance(ref, OurFile) or not isinstance(ref.handle, VfioContainer):
-        raise KernelError(errno.EBADFD, f"fd {fd} is not a VFIO container")
-    ref.handle.attach_group(group, ucmd.caller)
-    return 0
+    handle = ref.handle if isinstance(ref, OurFile) else None
+    if isinstance(handle, VfioContainer):
+        handle.attach_group(group, ucmd.caller)
+        return 0
+    if isinstance(handle, IommufdCtx):
+        # vfio/iommufd.c: a normal group gets the compat IOAS; noiommu switches the ctx
+        if group.noiommu:
+            if not ucmd.caller.capable(CAP_SYS_RAWIO):
+                raise KernelError(errno.EPERM, "noiommu needs CAP_SYS_RAWIO")
+            handle.no_iommu_mode = True
+        elif handle.compat_ioas is None:
+            from ..iommufd.ioas import iommufd_ioas_alloc
+
+            handle.compat_ioas = iommufd_ioas_alloc(handle)
+        group.iommufd = handle
+        return 0
+    raise KernelError(errno.EBADFD, f"fd {fd} is neither a VFIO container nor an iommufd")
 
 
 def vfio_group_ioctl_unset_container(gf: VfioGroupFile, ucmd: Ucmd) -> int:
     group = gf.group
-    if group.container is None:
+    if group.container is None and group.iommufd is None:
         raise KernelError(errno.EINVAL, "group has no container")
     if gf.refs != 1:
         raise KernelError(errno.EBUSY, "device fds are still open")
-    group.container.detach_group(group)
+    if group.container is not None:
+        group.container.detach_group(group)
+    group.iommufd = None
     return 0
 
 

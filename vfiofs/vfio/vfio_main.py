@@ -99,11 +99,19 @@ class VfioDeviceFile:
 
     device: VfioDevice
     group_file: Any = None  # the VfioGroupFile for the group path
+    cdev: bool = False  # opened from /dev/vfio/devices/vfioX
     access_granted: bool = True
     closed: bool = False
+    idev: Any = None  # the iommufd DEVICE this fd is bound to (cdev, or group + iommufd)
 
     def ioctl_name(self, cmd: int) -> str | None:
-        return self.device.ops.ioctl_name(cmd)
+        names = {
+            V.VFIO_DEVICE_BIND_IOMMUFD: "VFIO_DEVICE_BIND_IOMMUFD",
+            V.VFIO_DEVICE_ATTACH_IOMMUFD_PT: "VFIO_DEVICE_ATTACH_IOMMUFD_PT",
+            V.VFIO_DEVICE_DETACH_IOMMUFD_PT: "VFIO_DEVICE_DETACH_IOMMUFD_PT",
+            V.VFIO_DEVICE_FEATURE: "VFIO_DEVICE_FEATURE",
+        }
+        return names.get(cmd) or self.device.ops.ioctl_name(cmd)
 
     def _check(self) -> None:
         if self.closed or self.device.removing:
@@ -113,10 +121,19 @@ class VfioDeviceFile:
         """``vfio_device_fops_unl_ioctl``: BIND first, then access, then core, then driver."""
         self._check()
         if cmd == V.VFIO_DEVICE_BIND_IOMMUFD:
-            # kernel: vfio_device_fops_unl_ioctl(): only cdev fds may bind
-            raise KernelError(errno.EINVAL, "BIND_IOMMUFD on a group-path device fd")
+            if not self.cdev:  # kernel: only cdev fds may bind
+                raise KernelError(errno.EINVAL, "BIND_IOMMUFD on a group-path device fd")
+            from .device_cdev import vfio_df_ioctl_bind_iommufd
+
+            return vfio_df_ioctl_bind_iommufd(self, caller, arg)
         if not self.access_granted:
             raise KernelError(errno.EINVAL, "device fd not bound to an iommufd")
+        if self.cdev and cmd in (V.VFIO_DEVICE_ATTACH_IOMMUFD_PT, V.VFIO_DEVICE_DETACH_IOMMUFD_PT):
+            from .device_cdev import vfio_df_ioctl_attach_pt, vfio_df_ioctl_detach_pt
+
+            if cmd == V.VFIO_DEVICE_ATTACH_IOMMUFD_PT:
+                return vfio_df_ioctl_attach_pt(self, caller, arg)
+            return vfio_df_ioctl_detach_pt(self, caller, arg)
         if cmd == V.VFIO_DEVICE_FEATURE:
             return vfio_ioctl_device_feature(self, caller, arg)
         return self.device.ops.ioctl(self, caller, cmd, arg)
@@ -138,7 +155,16 @@ class VfioDeviceFile:
         if self.closed:
             return
         self.closed = True
+        if self.cdev and not self.access_granted:
+            return  # never bound: nothing was opened
         self.device.close()
+        if self.idev is not None:
+            from ..iommufd.device import iommufd_device_unbind
+
+            iommufd_device_unbind(self.idev)
+            self.idev = None
+            if self.cdev:
+                self.device.group.cdev_bound -= 1
         if self.group_file is not None:
             self.group_file.put()
 

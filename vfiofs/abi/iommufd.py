@@ -1,0 +1,192 @@
+"""include/uapi/linux/iommufd.h (newest, to IOMMUFD_CMD_HW_QUEUE_ALLOC): ioctl numbers,
+the structs vfiofs serves, and constants. Every struct starts with ``u32 size``."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from ._cstruct import cstruct, pad, s32, u8, u16, u32, u64
+from .ioctl import _IO
+
+IOMMUFD_TYPE: Final = ord(";")
+IOMMUFD_CMD_BASE: Final = 0x80
+
+
+def _cmd(n: int) -> int:
+    return _IO(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + n)
+
+
+IOMMU_DESTROY: Final = _cmd(0)
+IOMMU_IOAS_ALLOC: Final = _cmd(1)
+IOMMU_IOAS_ALLOW_IOVAS: Final = _cmd(2)
+IOMMU_IOAS_COPY: Final = _cmd(3)
+IOMMU_IOAS_IOVA_RANGES: Final = _cmd(4)
+IOMMU_IOAS_MAP: Final = _cmd(5)
+IOMMU_IOAS_UNMAP: Final = _cmd(6)
+IOMMU_OPTION: Final = _cmd(7)
+IOMMU_VFIO_IOAS: Final = _cmd(8)
+IOMMU_HWPT_ALLOC: Final = _cmd(9)
+IOMMU_GET_HW_INFO: Final = _cmd(10)
+IOMMU_HWPT_SET_DIRTY_TRACKING: Final = _cmd(11)
+IOMMU_HWPT_GET_DIRTY_BITMAP: Final = _cmd(12)
+IOMMU_HWPT_INVALIDATE: Final = _cmd(13)
+IOMMU_FAULT_QUEUE_ALLOC: Final = _cmd(14)
+IOMMU_IOAS_MAP_FILE: Final = _cmd(15)
+IOMMU_VIOMMU_ALLOC: Final = _cmd(16)
+IOMMU_VDEVICE_ALLOC: Final = _cmd(17)
+IOMMU_IOAS_CHANGE_PROCESS: Final = _cmd(18)
+IOMMU_VEVENTQ_ALLOC: Final = _cmd(19)
+IOMMU_HW_QUEUE_ALLOC: Final = _cmd(20)
+
+
+@cstruct
+class IommuDestroy:
+    size: int = u32()
+    id: int = u32()
+
+
+@cstruct
+class IommuIoasAlloc:
+    size: int = u32()
+    flags: int = u32()
+    out_ioas_id: int = u32()
+
+
+@cstruct
+class IommuIovaRange:
+    start: int = u64()
+    last: int = u64()
+
+
+@cstruct
+class IommuIoasIovaRanges:
+    size: int = u32()
+    ioas_id: int = u32()
+    num_iovas: int = u32()
+    reserved: int = u32()
+    allowed_iovas: int = u64()
+    out_iova_alignment: int = u64()
+
+
+@cstruct
+class IommuIoasAllowIovas:
+    size: int = u32()
+    ioas_id: int = u32()
+    num_iovas: int = u32()
+    reserved: int = u32()
+    allowed_iovas: int = u64()
+
+
+IOMMU_IOAS_MAP_FIXED_IOVA: Final = 1 << 0
+IOMMU_IOAS_MAP_WRITEABLE: Final = 1 << 1
+IOMMU_IOAS_MAP_READABLE: Final = 1 << 2
+
+
+@cstruct
+class IommuIoasMap:
+    size: int = u32()
+    flags: int = u32()
+    ioas_id: int = u32()
+    reserved: int = u32()
+    user_va: int = u64()
+    length: int = u64()
+    iova: int = u64()
+
+
+@cstruct
+class IommuIoasMapFile:
+    size: int = u32()
+    flags: int = u32()
+    ioas_id: int = u32()
+    fd: int = s32()
+    start: int = u64()
+    length: int = u64()
+    iova: int = u64()
+
+
+@cstruct
+class IommuIoasCopy:
+    size: int = u32()
+    flags: int = u32()
+    dst_ioas_id: int = u32()
+    src_ioas_id: int = u32()
+    length: int = u64()
+    dst_iova: int = u64()
+    src_iova: int = u64()
+
+
+@cstruct
+class IommuIoasUnmap:
+    size: int = u32()
+    ioas_id: int = u32()
+    iova: int = u64()
+    length: int = u64()
+
+
+IOMMU_OPTION_RLIMIT_MODE: Final = 0
+IOMMU_OPTION_HUGE_PAGES: Final = 1
+IOMMU_OPTION_OP_SET: Final = 0
+IOMMU_OPTION_OP_GET: Final = 1
+
+
+@cstruct
+class IommuOption:
+    size: int = u32()
+    option_id: int = u32()
+    op: int = u16()
+    reserved: int = u16()
+    object_id: int = u32()
+    val64: int = u64()
+
+
+IOMMU_VFIO_IOAS_GET: Final = 0
+IOMMU_VFIO_IOAS_SET: Final = 1
+IOMMU_VFIO_IOAS_CLEAR: Final = 2
+
+
+@cstruct
+class IommuVfioIoas:
+    size: int = u32()
+    ioas_id: int = u32()
+    op: int = u16()
+    reserved: int = u16()
+
+
+IOMMU_HWPT_ALLOC_NEST_PARENT: Final = 1 << 0
+IOMMU_HWPT_ALLOC_DIRTY_TRACKING: Final = 1 << 1
+IOMMU_HWPT_FAULT_ID_VALID: Final = 1 << 2
+IOMMU_HWPT_ALLOC_PASID: Final = 1 << 3
+IOMMU_HWPT_DATA_NONE: Final = 0
+
+
+@cstruct
+class IommuHwptAlloc:
+    size: int = u32()
+    flags: int = u32()
+    dev_id: int = u32()
+    pt_id: int = u32()
+    out_hwpt_id: int = u32()
+    reserved: int = u32()
+    data_type: int = u32()
+    data_len: int = u32()
+    data_uptr: int = u64()
+    fault_id: int = u32()
+    reserved2: int = u32()
+
+
+IOMMU_HW_INFO_TYPE_NONE: Final = 0
+IOMMU_HW_INFO_TYPE_INTEL_VTD: Final = 1
+IOMMU_HW_INFO_FLAG_INPUT_TYPE: Final = 1 << 0
+
+
+@cstruct
+class IommuHwInfo:
+    size: int = u32()
+    flags: int = u32()
+    dev_id: int = u32()
+    data_len: int = u32()
+    data_uptr: int = u64()
+    out_data_type: int = u32()
+    out_max_pasid_log2: int = u8()
+    reserved: bytes = pad(3)
+    out_capabilities: int = u64()

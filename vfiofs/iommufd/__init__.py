@@ -1,0 +1,1 @@
+"""/dev/iommu: the iommufd object model (mirror of drivers/iommu/iommufd/)."""

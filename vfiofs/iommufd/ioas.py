@@ -1,0 +1,198 @@
+"""Mirror of drivers/iommu/iommufd/ioas.c: the IOAS object and its ioctls."""
+
+from __future__ import annotations
+
+import errno
+import struct
+
+import attrs
+
+from ..abi import iommufd as I
+from ..errors import KernelError
+from ..ioctl_table import Ucmd
+from .io_pagetable import U64_MAX, IoPagetable
+from .main import IommufdCtx, IommufdObject
+
+RW = I.IOMMU_IOAS_MAP_READABLE | I.IOMMU_IOAS_MAP_WRITEABLE
+
+
+@attrs.define(eq=False)
+class Ioas(IommufdObject):
+    """``struct iommufd_ioas``: an I/O address space."""
+
+    iopt: IoPagetable = attrs.Factory(IoPagetable)
+
+    def destroy(self) -> None:
+        for area in list(self.iopt.areas):
+            self.iopt.remove(area)
+
+
+def iommufd_ioas_alloc(ictx: IommufdCtx) -> Ioas:
+    ioas = Ioas(ictx)
+    ictx.add(ioas)
+    return ioas
+
+
+def iommufd_ioas_alloc_ioctl(ictx: IommufdCtx, ucmd: Ucmd) -> int:
+    if ucmd.cmd.flags:
+        raise KernelError(errno.EOPNOTSUPP, "flags")
+    ioas = iommufd_ioas_alloc(ictx)
+    ucmd.respond(attrs.evolve(ucmd.cmd, out_ioas_id=ioas.id))
+    return 0
+
+
+def iommufd_ioas_iova_ranges(ictx: IommufdCtx, ucmd: Ucmd) -> int:
+    c = ucmd.cmd
+    if c.reserved:
+        raise KernelError(errno.EOPNOTSUPP, "reserved")
+    ioas = ictx.get(c.ioas_id, Ioas)
+    ranges = ioas.iopt.usable_ranges()
+    room = c.num_iovas
+    data = b"".join(I.IommuIovaRange(lo, hi).pack() for lo, hi in ranges[:room])
+    if data:
+        ucmd.caller.copy_to_user(c.allowed_iovas, data)
+    ucmd.respond(attrs.evolve(c, num_iovas=len(ranges), out_iova_alignment=max(ioas.iopt.iova_alignment, 1)))
+    if len(ranges) > room:
+        raise KernelError(errno.EMSGSIZE, f"{len(ranges)} ranges, room for {room}")
+    return 0
+
+
+def iommufd_ioas_allow_iovas(ictx: IommufdCtx, ucmd: Ucmd) -> int:
+    c = ucmd.cmd
+    if c.reserved:
+        raise KernelError(errno.EOPNOTSUPP, "reserved")
+    ioas = ictx.get(c.ioas_id, Ioas)
+    raw = ucmd.caller.copy_from_user(c.allowed_iovas, c.num_iovas * 16) if c.num_iovas else b""
+    ranges = sorted(struct.unpack_from("<QQ", raw, 16 * i) for i in range(c.num_iovas))
+    for i, (lo, hi) in enumerate(ranges):
+        if lo >= hi:
+            raise KernelError(errno.EINVAL, f"range {lo:#x}-{hi:#x}")
+        if i and lo <= ranges[i - 1][1]:
+            raise KernelError(errno.EINVAL, "overlapping ranges")
+        if ioas.iopt.hits_reserved(lo, hi):
+            raise KernelError(errno.EADDRINUSE, "a range overlaps a reserved IOVA")
+    ioas.iopt.allowed = ranges or None
+    return 0
+
+
+def _check_iova(iopt: IoPagetable, iova: int, length: int) -> None:
+    align = iopt.iova_alignment
+    if iova % align or length % align:
+        raise KernelError(errno.EINVAL, f"not aligned to {align:#x}")
+    if iova + length - 1 > U64_MAX:
+        raise KernelError(errno.EOVERFLOW, "wraps")
+    if iopt.hits_reserved(iova, iova + length - 1):
+        raise KernelError(errno.EINVAL, "overlaps a reserved range")
+    if iopt.overlapping(iova, iova + length - 1):
+        raise KernelError(errno.EEXIST, "overlaps a mapping")
+
+
+def iommufd_ioas_map(ictx: IommufdCtx, ucmd: Ucmd) -> int:
+    c = ucmd.cmd
+    if c.flags & ~(I.IOMMU_IOAS_MAP_FIXED_IOVA | RW) or c.reserved:
+        raise KernelError(errno.EOPNOTSUPP, "flags or reserved")
+    if c.iova >= U64_MAX or c.length >= U64_MAX:
+        raise KernelError(errno.EOVERFLOW, "iova or length")
+    if not c.flags & RW:
+        raise KernelError(errno.EINVAL, "neither READABLE nor WRITEABLE")
+    ioas = ictx.get(c.ioas_id, Ioas)
+    iopt = ioas.iopt
+    if c.length == 0 or c.length % max(iopt.iova_alignment, 1):
+        raise KernelError(errno.EINVAL, "length")
+    iova = c.iova
+    if c.flags & I.IOMMU_IOAS_MAP_FIXED_IOVA:
+        _check_iova(iopt, iova, c.length)
+    else:
+        iova = iopt.alloc_iova(c.length, c.user_va)
+    if c.user_va % 4096 != iova % 4096:
+        raise KernelError(errno.EINVAL, "user_va and iova page offsets differ")
+    mm = ucmd.caller.mm
+    mm.check_range(c.user_va & ~4095, c.length, write=bool(c.flags & I.IOMMU_IOAS_MAP_WRITEABLE))
+    iopt.map(iova, c.length, mm, c.user_va, c.flags & RW)
+    ucmd.respond(attrs.evolve(c, iova=iova))
+    return 0
+
+
+def iommufd_ioas_copy(ictx: IommufdCtx, ucmd: Ucmd) -> int:
+    c = ucmd.cmd
+    if c.flags & ~(I.IOMMU_IOAS_MAP_FIXED_IOVA | RW):
+        raise KernelError(errno.EOPNOTSUPP, "flags")
+    if c.length >= U64_MAX or c.src_iova >= U64_MAX or c.dst_iova >= U64_MAX:
+        raise KernelError(errno.EOVERFLOW, "length or iova")
+    if not c.flags & RW:
+        raise KernelError(errno.EINVAL, "neither READABLE nor WRITEABLE")
+    if c.length == 0:
+        raise KernelError(errno.EINVAL, "length 0")
+    src = ictx.get(c.src_ioas_id, Ioas)
+    last = c.src_iova + c.length - 1
+    areas = src.iopt.overlapping(c.src_iova, last)
+    covered = c.src_iova
+    for a in areas:
+        if a.iova > covered:
+            break
+        covered = a.last + 1
+    if not areas or covered <= last or any(a.mm is not areas[0].mm for a in areas):
+        raise KernelError(errno.ENOENT, "source range is not entirely mapped")
+    first = areas[0]
+    # the copy maps the same user memory: contiguous in user VA across the areas
+    for prev, nxt in zip(areas, areas[1:], strict=False):
+        if prev.user_va + prev.length != nxt.user_va:
+            raise KernelError(errno.ENOENT, "source areas are not contiguous in memory")
+    user_va = first.user_va + (c.src_iova - first.iova)
+    dst = ictx.get(c.dst_ioas_id, Ioas)
+    iova = c.dst_iova
+    if c.flags & I.IOMMU_IOAS_MAP_FIXED_IOVA:
+        _check_iova(dst.iopt, iova, c.length)
+    else:
+        iova = dst.iopt.alloc_iova(c.length, user_va)
+    dst.iopt.map(iova, c.length, first.mm, user_va, c.flags & RW)
+    ucmd.respond(attrs.evolve(c, dst_iova=iova))
+    return 0
+
+
+def iommufd_ioas_unmap(ictx: IommufdCtx, ucmd: Ucmd) -> int:
+    c = ucmd.cmd
+    ioas = ictx.get(c.ioas_id, Ioas)
+    iopt = ioas.iopt
+    if c.iova == 0 and c.length == U64_MAX:
+        unmapped = 0
+        for a in list(iopt.areas):
+            unmapped += a.length
+            iopt.remove(a)
+    else:
+        if c.iova >= U64_MAX or c.length >= U64_MAX:
+            raise KernelError(errno.EOVERFLOW, "iova or length")
+        if c.length == 0:
+            raise KernelError(errno.EINVAL, "length 0")
+        last = c.iova + c.length - 1
+        if last > U64_MAX:
+            raise KernelError(errno.EOVERFLOW, "wraps")
+        unmapped = 0
+        for a in iopt.overlapping(c.iova, last):
+            if a.iova < c.iova or a.last > last:
+                # mappings are never split; what was removed before stays removed
+                raise KernelError(errno.ENOENT, "range bisects a mapping")
+            unmapped += a.length
+            iopt.remove(a)
+        if not unmapped:
+            raise KernelError(errno.ENOENT, "nothing mapped in the range")
+    ucmd.respond(attrs.evolve(c, length=unmapped))
+    return 0
+
+
+def iommufd_vfio_ioas(ictx: IommufdCtx, ucmd: Ucmd) -> int:
+    c = ucmd.cmd
+    if c.reserved:
+        raise KernelError(errno.EOPNOTSUPP, "reserved")
+    if c.op == I.IOMMU_VFIO_IOAS_GET:
+        if ictx.compat_ioas is None:
+            raise KernelError(errno.ENODEV, "no compat IOAS")
+        ucmd.respond(attrs.evolve(c, ioas_id=ictx.compat_ioas.id))
+        return 0
+    if c.op == I.IOMMU_VFIO_IOAS_SET:
+        ictx.compat_ioas = ictx.get(c.ioas_id, Ioas)
+        return 0
+    if c.op == I.IOMMU_VFIO_IOAS_CLEAR:
+        ictx.compat_ioas = None
+        return 0
+    raise KernelError(errno.EOPNOTSUPP, f"op {c.op}")

@@ -1,0 +1,143 @@
+"""Mirror of drivers/iommu/iommufd/vfio_compat.c: the VFIO container ioctls served by an
+iommufd (on /dev/iommu, and on /dev/vfio/vfio when VFIO_CONTAINER is off).
+
+Differences from native type1, as the kernel has them: no DMA entry limit (DMA_AVAIL says
+U32_MAX), capabilities padded to 8 bytes and argsz always overwritten, MAP_DMA accepts
+flags 0 and refuses VADDR, UNMAP_DMA refuses to bisect with ENOENT, no dirty tracking.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from ..abi import iommufd as I
+from ..abi import vfio as V
+from ..errors import KernelError
+from ..ioctl_table import ArgKind, IoctlOp, IoctlTable, Ucmd
+from ..uaccess import CAP_SYS_RAWIO, Caller
+from .io_pagetable import U64_MAX
+from .ioas import Ioas, _check_iova
+from .main import IommufdCtx
+
+
+def _compat_ioas(ictx: IommufdCtx) -> Ioas:
+    if ictx.compat_ioas is None:
+        raise KernelError(errno.ENODEV, "no compat IOAS (attach a group first)")
+    ioas: Ioas = ictx.compat_ioas
+    return ioas
+
+
+def iommufd_vfio_check_extension(ictx: IommufdCtx, ucmd: Ucmd) -> int:
+    ext = ucmd.arg
+    if ext in (V.VFIO_TYPE1_IOMMU, V.VFIO_TYPE1v2_IOMMU, V.VFIO_UNMAP_ALL):
+        return 1
+    if ext == V.VFIO_NOIOMMU_IOMMU:
+        return 1 if ictx.no_iommu_mode else 0
+    if ext == V.VFIO_DMA_CC_IOMMU:
+        return 1
+    return 0
+
+
+def iommufd_vfio_set_iommu(ictx: IommufdCtx, ucmd: Ucmd) -> int:
+    kind = ucmd.arg
+    if kind == V.VFIO_NOIOMMU_IOMMU and ictx.no_iommu_mode:
+        if not ucmd.caller.capable(CAP_SYS_RAWIO):
+            raise KernelError(errno.EPERM, "noiommu needs CAP_SYS_RAWIO")
+        ictx.compat_type = kind
+        return 0
+    if kind not in (V.VFIO_TYPE1_IOMMU, V.VFIO_TYPE1v2_IOMMU):
+        raise KernelError(errno.EINVAL, f"type {kind}")
+    ioas = _compat_ioas(ictx)
+    if kind == V.VFIO_TYPE1_IOMMU:
+        ioas.iopt.huge_pages = False  # type1 v1 may unmap parts of a mapping
+    ictx.compat_type = kind
+    return 0
+
+
+def iommufd_vfio_map_dma(ictx: IommufdCtx, ucmd: Ucmd) -> int:
+    m = ucmd.cmd
+    if m.flags & ~(V.VFIO_DMA_MAP_FLAG_READ | V.VFIO_DMA_MAP_FLAG_WRITE):
+        raise KernelError(errno.EINVAL, "flags (VADDR is not supported)")
+    ioas = _compat_ioas(ictx)
+    if m.iova >= U64_MAX or m.size >= U64_MAX or m.size == 0:
+        raise KernelError(errno.EINVAL if m.size == 0 else errno.EOVERFLOW, "iova or size")
+    prot = (I.IOMMU_IOAS_MAP_READABLE if m.flags & V.VFIO_DMA_MAP_FLAG_READ else 0) | (
+        I.IOMMU_IOAS_MAP_WRITEABLE if m.flags & V.VFIO_DMA_MAP_FLAG_WRITE else 0)
+    _check_iova(ioas.iopt, m.iova, m.size)
+    mm = ucmd.caller.mm
+    mm.check_range(m.vaddr & ~4095, m.size, write=bool(prot & I.IOMMU_IOAS_MAP_WRITEABLE))
+    ioas.iopt.map(m.iova, m.size, mm, m.vaddr, prot)
+    return 0
+
+
+def iommufd_vfio_unmap_dma(ictx: IommufdCtx, ucmd: Ucmd) -> int:
+    u = ucmd.cmd
+    if u.flags & ~V.VFIO_DMA_UNMAP_FLAG_ALL:
+        raise KernelError(errno.EINVAL, "flags")
+    ioas = _compat_ioas(ictx)
+    iopt = ioas.iopt
+    if u.flags & V.VFIO_DMA_UNMAP_FLAG_ALL:
+        if u.iova or u.size:
+            raise KernelError(errno.EINVAL, "ALL needs iova = size = 0")
+        areas = list(iopt.areas)
+    else:
+        if u.size == 0 or u.iova + u.size - 1 > U64_MAX:
+            raise KernelError(errno.EINVAL, "size")
+        last = u.iova + u.size - 1
+        areas = iopt.overlapping(u.iova, last)
+        if any(a.iova < u.iova or a.last > last for a in areas):
+            raise KernelError(errno.ENOENT, "range bisects a mapping")
+    unmapped = 0
+    for a in areas:
+        unmapped += a.length
+        iopt.remove(a)
+    ucmd.caller.copy_to_user(ucmd.arg, V.VfioIommuType1DmaUnmap(u.argsz, u.flags, u.iova, unmapped).pack())
+    return 0
+
+
+def _pad8(b: bytes) -> bytes:
+    return b + bytes(-len(b) % 8)
+
+
+def iommufd_vfio_iommu_get_info(ictx: IommufdCtx, ucmd: Ucmd) -> int:
+    info = ucmd.cmd
+    ioas = _compat_ioas(ictx)
+    ranges = ioas.iopt.usable_ranges()
+    base = V.VfioIommuType1Info.SIZE
+    avail = _pad8(V.VfioIommuType1InfoDmaAvail(next=base + 16, avail=0xFFFFFFFF).pack())
+    iova = V.VfioIommuType1InfoCapIovaRange(nr_iovas=len(ranges)).pack() + b"".join(
+        V.VfioIovaRange(lo, hi).pack() for lo, hi in ranges)
+    chain = avail + _pad8(iova)
+    pgsizes = 0xFFFFFFFFFFFFF000
+    for d in ioas.iopt.domains:
+        pgsizes &= d.pgsize_bitmap
+    pgsizes = max(pgsizes, ioas.iopt.iova_alignment)
+    need = base + len(chain)
+    cap_offset = 0
+    if info.argsz >= need:
+        cap_offset = base
+        ucmd.caller.copy_to_user(ucmd.arg + base, chain)
+    out = V.VfioIommuType1Info(need, V.VFIO_IOMMU_INFO_PGSIZES | V.VFIO_IOMMU_INFO_CAPS, pgsizes, cap_offset, 0)
+    ucmd.caller.copy_to_user(ucmd.arg, out.pack()[: min(info.argsz, base)])
+    return 0
+
+
+def _api_version(ictx: IommufdCtx, ucmd: Ucmd) -> int:
+    return V.VFIO_API_VERSION
+
+
+COMPAT_IOCTLS: IoctlTable[IommufdCtx] = IoctlTable(
+    [
+        IoctlOp(V.VFIO_CHECK_EXTENSION, "VFIO_CHECK_EXTENSION", iommufd_vfio_check_extension, ArgKind.VALUE),
+        IoctlOp(V.VFIO_GET_API_VERSION, "VFIO_GET_API_VERSION", _api_version),
+        IoctlOp(V.VFIO_IOMMU_GET_INFO, "VFIO_IOMMU_GET_INFO", iommufd_vfio_iommu_get_info, ArgKind.ARGSZ, V.VfioIommuType1Info, "iova_pgsizes"),
+        IoctlOp(V.VFIO_IOMMU_MAP_DMA, "VFIO_IOMMU_MAP_DMA", iommufd_vfio_map_dma, ArgKind.ARGSZ, V.VfioIommuType1DmaMap, "size"),
+        IoctlOp(V.VFIO_IOMMU_UNMAP_DMA, "VFIO_IOMMU_UNMAP_DMA", iommufd_vfio_unmap_dma, ArgKind.ARGSZ, V.VfioIommuType1DmaUnmap, "size"),
+        IoctlOp(V.VFIO_SET_IOMMU, "VFIO_SET_IOMMU", iommufd_vfio_set_iommu, ArgKind.VALUE),
+    ]
+)
+
+
+def iommufd_vfio_ioctl(ictx: IommufdCtx, caller: Caller, cmd: int, arg: int) -> int:
+    """Everything outside iommufd's own table: the VFIO container commands, else ENOTTY."""
+    return COMPAT_IOCTLS.dispatch(ictx, caller, cmd, arg)
