@@ -76,7 +76,9 @@ def main() -> None:
 
     pt_small = best(lambda: small(IoPageTable()), rounds=3)
     base_small = best(lambda: small(DictPages()), rounds=3)
-    rows.append(("10,000 4 KiB maps + unmaps", 20000 / pt_small, 20000 / base_small, "ops/s"))
+    rows.append(
+        ("10,000 4 KiB maps + unmaps", 20000 / pt_small, 20000 / base_small, "ops/s")
+    )
     pt, dp = IoPageTable(), DictPages()
     for t in (pt, dp):
         t.map(0, 64 << 20, "p", 0x7F0000000000, 3)
@@ -90,7 +92,9 @@ def main() -> None:
     for name, ours, base, unit in rows:
         ratio = ours / base if unit != "ops/s" else base / ours
         print(f"{name:<36}{ours:>11.3f} {unit:<3}{base:>12.3f} {unit:<4}{ratio:>8.3f}x")
-    print("(ratio < 1: the page table is faster; for ops/s the ratio is time per op too)")
+    print(
+        "(ratio < 1: the page table is faster; for ops/s the ratio is time per op too)"
+    )
 
 
 if __name__ == "__main__":

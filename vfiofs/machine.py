@@ -49,7 +49,11 @@ class Machine:
     def __attrs_post_init__(self) -> None:
         self.core = VfioCore(vfio_options(self.topology.options))
         self.tree = Tree()
-        VfioTree(self.tree.root, self.core, iommufd_open=self.iommufd_open if self.core.options.iommufd else None)
+        VfioTree(
+            self.tree.root,
+            self.core,
+            iommufd_open=self.iommufd_open if self.core.options.iommufd else None,
+        )
         for g in self.topology.groups:
             group = self.iommu_groups.add(IommuGroup(g.id, noiommu=g.noiommu))
             for spec in g.devices:

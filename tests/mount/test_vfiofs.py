@@ -60,7 +60,8 @@ def mounted_default(start_daemon):  # type: ignore[no-untyped-def]
 
 def test_mount_tree_modes_and_sysfs_formats(mounted_default) -> None:  # type: ignore[no-untyped-def]
     mnt = mounted_default.mountpoint
-    assert sorted(os.listdir(mnt / "dev/vfio")) == ["0", "1", "noiommu-2", "vfio"]
+    assert sorted(os.listdir(mnt / "dev/vfio")) == ["0", "1", "devices", "noiommu-2", "vfio"]
+    assert stat.S_IMODE(os.stat(mnt / "dev/iommu").st_mode) == 0o660
     assert stat.S_IMODE(os.stat(mnt / "dev/vfio/vfio").st_mode) == 0o666
     assert stat.S_IMODE(os.stat(mnt / "dev/vfio/0").st_mode) == 0o600
     dev = mnt / "sys/bus/pci/devices/0000:00:04.0"
@@ -254,7 +255,17 @@ def test_daemon_killed_then_umount_leaves_nothing(start_daemon, mounted, sig) ->
 
 def test_run_dma_memcpy_through_the_iommu_with_msix(tmp_path: Path) -> None:
     exe = tmp_path / "dma_memcpy"
-    subprocess.run(["gcc", "-Wall", "-Werror", "-o", str(exe), str(ROOT / "examples/dma_memcpy.c")], check=True)
+    subprocess.run(
+        [
+            "gcc",
+            "-Wall",
+            "-Werror",
+            "-o",
+            str(exe),
+            str(ROOT / "examples/dma_memcpy.c"),
+        ],
+        check=True,
+    )
     for group, bdf in (("0", "0000:00:04.0"), ("1", "0000:00:05.1")):
         r = vfiofs_run(str(exe), group, bdf)
         assert r.returncode == 0, r.stdout + r.stderr
@@ -266,13 +277,31 @@ def test_run_dma_memcpy_through_the_iommu_with_msix(tmp_path: Path) -> None:
 @pytest.fixture
 def cdev_example(tmp_path: Path) -> Path:
     exe = tmp_path / "cdev_iommufd"
-    subprocess.run(["gcc", "-Wall", "-Werror", "-I", str(ROOT / "examples"), "-o", str(exe), str(ROOT / "examples/cdev_iommufd.c")], check=True)
+    subprocess.run(
+        [
+            "gcc",
+            "-Wall",
+            "-Werror",
+            "-I",
+            str(ROOT / "examples"),
+            "-o",
+            str(exe),
+            str(ROOT / "examples/cdev_iommufd.c"),
+        ],
+        check=True,
+    )
     return exe
 
 
 def test_cdev_iommufd_flow_on_a_plain_mount(mounted_default, cdev_example) -> None:  # type: ignore[no-untyped-def]
     env = dict(os.environ, VFIO_ROOT=str(mounted_default.mountpoint))
-    r = subprocess.run([cdev_example, "0000:00:04.0"], capture_output=True, text=True, timeout=60, env=env)
+    r = subprocess.run(
+        [cdev_example, "0000:00:04.0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     # object ids as the kernel hands them out: DEVICE 1, IOAS 2, auto HWPT 3
     assert "ok   BIND_IOMMUFD: devid 1" in r.stdout
@@ -310,5 +339,28 @@ def test_noiommu_device_has_no_cdev(mounted_default) -> None:  # type: ignore[no
     mnt = mounted_default.mountpoint
     assert sorted(os.listdir(mnt / "dev/vfio/devices")) == ["vfio0", "vfio1", "vfio2"]
     assert not (mnt / "sys/bus/pci/devices/0000:00:06.0/vfio-dev").exists()
-    assert (mnt / "sys/bus/pci/devices/0000:00:04.0/vfio-dev/vfio0/dev").read_text() == "511:0\n"
-    assert os.readlink(mnt / "sys/class/vfio-dev/vfio0").endswith("0000:00:04.0/vfio-dev/vfio0")
+    assert (
+        mnt / "sys/bus/pci/devices/0000:00:04.0/vfio-dev/vfio0/dev"
+    ).read_text() == "511:0\n"
+    assert os.readlink(mnt / "sys/class/vfio-dev/vfio0").endswith(
+        "0000:00:04.0/vfio-dev/vfio0"
+    )
+
+
+def test_iommufd_compat_container_runs_the_legacy_programs(
+    legacy, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    cfg = tmp_path / "compat.toml"
+    cfg.write_text(
+        (ROOT / "vfiofs/default_topology.toml")
+        .read_text()
+        .replace("container = true", "container = false")
+    )
+    r = vfiofs_run(str(legacy), "0", "0000:00:04.0", config=str(cfg))
+    assert r.returncode == 0, r.stdout + r.stderr
+    dma = tmp_path / "dma"
+    subprocess.run(
+        ["gcc", "-o", str(dma), str(ROOT / "examples/dma_memcpy.c")], check=True
+    )
+    r = vfiofs_run(str(dma), "0", "0000:00:04.0", config=str(cfg))
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -228,10 +228,22 @@ class PciDevice:
         msix_flags = CAP_MSIX + R.PCI_MSIX_FLAGS
         if self.spec.irqs.msi:
             v = self.cfg(msi_flags) & ~R.PCI_MSI_FLAGS_ENABLE
-            struct.pack_into("<H", self.config, msi_flags, v | (R.PCI_MSI_FLAGS_ENABLE if index == 1 and nvec else 0))
+            struct.pack_into(
+                "<H",
+                self.config,
+                msi_flags,
+                v | (R.PCI_MSI_FLAGS_ENABLE if index == 1 and nvec else 0),
+            )
         if self.spec.irqs.msix:
-            v = self.cfg(msix_flags) & ~(R.PCI_MSIX_FLAGS_ENABLE | R.PCI_MSIX_FLAGS_MASKALL)
-            struct.pack_into("<H", self.config, msix_flags, v | (R.PCI_MSIX_FLAGS_ENABLE if index == 2 and nvec else 0))
+            v = self.cfg(msix_flags) & ~(
+                R.PCI_MSIX_FLAGS_ENABLE | R.PCI_MSIX_FLAGS_MASKALL
+            )
+            struct.pack_into(
+                "<H",
+                self.config,
+                msix_flags,
+                v | (R.PCI_MSIX_FLAGS_ENABLE if index == 2 and nvec else 0),
+            )
             for vec in range(self.spec.irqs.msix):
                 self.msix_table[vec * 16 + 12] = 0 if index == 2 and vec < nvec else 1
         if index in (1, 2) and nvec:

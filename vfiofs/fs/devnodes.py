@@ -54,7 +54,9 @@ class VfioTree:
         opts = self.core.options
         if opts.container or self.iommufd_open is not None:
             # VFIO_CONTAINER off: iommufd provides /dev/vfio/vfio (per-process accounting)
-            opener = self.core.open_container if opts.container else self._compat_container
+            opener = (
+                self.core.open_container if opts.container else self._compat_container
+            )
             vfio.add("vfio", _dev(0o666, opener))
             misc = sys_.mkdir("class").mkdir("misc").mkdir("vfio")
             misc.add("dev", Attribute(show=text(f"{MISC_MAJOR}:{VFIO_MINOR}")))

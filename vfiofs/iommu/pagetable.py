@@ -192,7 +192,9 @@ class IoPageTable:
             if e is None:
                 return None
             if e.__class__ is _Run:
-                return _new(Translation, (e.owner, e.vaddr + iova - e.iova, e.prot, 1 << shift))
+                return _new(
+                    Translation, (e.owner, e.vaddr + iova - e.iova, e.prot, 1 << shift)
+                )
             shift -= 9
 
     def walk(self) -> Iterator[Mapping]:

@@ -9,8 +9,8 @@ import attrs
 
 from ..abi import iommufd as I
 from ..errors import KernelError
-from ..iommu.group import IommuGroup
 from ..ioctl_table import Ucmd
+from ..iommu.group import IommuGroup
 from .hw_pagetable import HwptPaging, iommufd_hwpt_paging_alloc
 from .ioas import Ioas
 from .main import IommufdCtx, IommufdObject
@@ -31,7 +31,9 @@ class IommufdDevice(IommufdObject):
             self.group.release_dma_owner(self.ictx)
 
 
-def iommufd_device_bind(ictx: IommufdCtx, group: IommuGroup, dev: object) -> IommufdDevice:
+def iommufd_device_bind(
+    ictx: IommufdCtx, group: IommuGroup, dev: object
+) -> IommufdDevice:
     """Claim the group's DMA ownership for ``ictx`` (EPERM/EBUSY) and make the DEVICE."""
     group.claim_dma_owner(ictx)
     idev = IommufdDevice(ictx, group=group, dev=dev)
@@ -49,7 +51,11 @@ def iommufd_device_attach(idev: IommufdDevice, pt_id: int) -> int:
         raise KernelError(errno.ENOENT, f"no object {pt_id}")
     if isinstance(pt, Ioas):
         hwpt = next(
-            (h for h in ictx.objects.values() if isinstance(h, HwptPaging) and h.auto and h.ioas is pt),
+            (
+                h
+                for h in ictx.objects.values()
+                if isinstance(h, HwptPaging) and h.auto and h.ioas is pt
+            ),
             None,
         )
         ioas = pt
@@ -60,16 +66,27 @@ def iommufd_device_attach(idev: IommufdDevice, pt_id: int) -> int:
     assert ioas is not None and idev.group is not None
     if idev.hwpt is not None and idev.hwpt is hwpt:
         return hwpt.id
-    reserved = [(lo, hi) for lo, hi, kind in idev.group.reserved_regions if kind != "direct-relaxable"]
+    reserved = [
+        (lo, hi)
+        for lo, hi, kind in idev.group.reserved_regions
+        if kind != "direct-relaxable"
+    ]
     for lo, hi in reserved:
-        if ioas.iopt.overlapping(lo, hi) or any(a <= hi and lo <= b for a, b in ioas.iopt.allowed or ()):
-            raise KernelError(errno.EADDRINUSE, f"reserved {lo:#x}-{hi:#x} is mapped or allowed")
+        if ioas.iopt.overlapping(lo, hi) or any(
+            a <= hi and lo <= b for a, b in ioas.iopt.allowed or ()
+        ):
+            raise KernelError(
+                errno.EADDRINUSE, f"reserved {lo:#x}-{hi:#x} is mapped or allowed"
+            )
     if hwpt is None:
         hwpt = iommufd_hwpt_paging_alloc(ictx, ioas, auto=True)
     old = idev.hwpt
     if old is not None:
         _detach(idev)
-    ioas.iopt.reserved[idev] = reserved + [(1 << hwpt.domain.address_width, (1 << 64) - 1)]
+    ioas.iopt.reserved[idev] = [
+        *reserved,
+        (1 << hwpt.domain.address_width, (1 << 64) - 1),
+    ]
     hwpt.devices.append(idev)
     hwpt.users += 1
     idev.hwpt = hwpt
@@ -111,6 +128,16 @@ def iommufd_get_hw_info(ictx: IommufdCtx, ucmd: Ucmd) -> int:
         raise KernelError(errno.EOPNOTSUPP, "flags or reserved")
     ictx.get(c.dev_id, IommufdDevice)
     if c.data_len:
-        ucmd.caller.copy_to_user(c.data_uptr, bytes(c.data_len))  # no driver data: zero-fill
-    ucmd.respond(attrs.evolve(c, data_len=0, out_data_type=I.IOMMU_HW_INFO_TYPE_NONE, out_max_pasid_log2=0, out_capabilities=0))
+        ucmd.caller.copy_to_user(
+            c.data_uptr, bytes(c.data_len)
+        )  # no driver data: zero-fill
+    ucmd.respond(
+        attrs.evolve(
+            c,
+            data_len=0,
+            out_data_type=I.IOMMU_HW_INFO_TYPE_NONE,
+            out_max_pasid_log2=0,
+            out_capabilities=0,
+        )
+    )
     return 0

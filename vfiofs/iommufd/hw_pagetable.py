@@ -9,8 +9,8 @@ import attrs
 
 from ..abi import iommufd as I
 from ..errors import KernelError
-from ..iommu.domain import IommuDomain
 from ..ioctl_table import Ucmd
+from ..iommu.domain import IommuDomain
 from .ioas import Ioas
 from .main import IommufdCtx, IommufdObject
 
@@ -32,9 +32,15 @@ class HwptPaging(IommufdObject):
             self.ioas = None
 
 
-def iommufd_hwpt_paging_alloc(ictx: IommufdCtx, ioas: Ioas, *, auto: bool) -> HwptPaging:
-    hwpt = HwptPaging(ictx, ioas=ioas, domain=IommuDomain(ictx.address_width), auto=auto)
-    ioas.iopt.add_domain(hwpt.domain)  # may fail (RLIMIT_MEMLOCK) before anything changes
+def iommufd_hwpt_paging_alloc(
+    ictx: IommufdCtx, ioas: Ioas, *, auto: bool
+) -> HwptPaging:
+    hwpt = HwptPaging(
+        ictx, ioas=ioas, domain=IommuDomain(ictx.address_width), auto=auto
+    )
+    ioas.iopt.add_domain(
+        hwpt.domain
+    )  # may fail (RLIMIT_MEMLOCK) before anything changes
     ioas.users += 1
     ictx.add(hwpt)
     return hwpt
@@ -53,7 +59,10 @@ def iommufd_hwpt_alloc(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     if not isinstance(pt, Ioas):
         # kernel: iommufd_hwpt_alloc() answers EINVAL for a bad pt_id, not ENOENT
         raise KernelError(errno.EINVAL, f"pt_id {c.pt_id} is not an IOAS")
-    if c.flags & ~I.IOMMU_HWPT_ALLOC_NEST_PARENT or c.data_type != I.IOMMU_HWPT_DATA_NONE:
+    if (
+        c.flags & ~I.IOMMU_HWPT_ALLOC_NEST_PARENT
+        or c.data_type != I.IOMMU_HWPT_DATA_NONE
+    ):
         raise KernelError(errno.EOPNOTSUPP, "only plain paging domains are emulated")
     hwpt = iommufd_hwpt_paging_alloc(ictx, pt, auto=False)
     ucmd.respond(attrs.evolve(c, out_hwpt_id=hwpt.id))

@@ -42,7 +42,9 @@ class IoPagetable:
     """``struct io_pagetable``."""
 
     areas: list[Area] = attrs.Factory(list)  # sorted by iova
-    reserved: dict[object, list[tuple[int, int]]] = attrs.Factory(dict)  # owner -> ranges
+    reserved: dict[object, list[tuple[int, int]]] = attrs.Factory(
+        dict
+    )  # owner -> ranges
     allowed: list[tuple[int, int]] | None = None
     domains: list[IommuDomain] = attrs.Factory(list)
     huge_pages: bool = True
@@ -88,7 +90,9 @@ class IoPagetable:
         align = max(self.iova_alignment, PAGE)
         size_align = 1 << max(length - 1, 1).bit_length()
         va_align = user_va & -user_va if user_va else size_align
-        align = max(align, min(size_align, va_align, 1 << 30 if self.huge_pages else PAGE))
+        align = max(
+            align, min(size_align, va_align, 1 << 30 if self.huge_pages else PAGE)
+        )
         ranges = self.allowed if self.allowed is not None else self.usable_ranges()
         for lo, hi in ranges:
             start = max(lo, align)
@@ -102,7 +106,9 @@ class IoPagetable:
                 start = (nxt + align - 1) // align * align
         raise KernelError(errno.ENOSPC, "no free IOVA range fits")
 
-    def map(self, iova: int, length: int, mm: AddressSpace, user_va: int, prot: int) -> Area:
+    def map(
+        self, iova: int, length: int, mm: AddressSpace, user_va: int, prot: int
+    ) -> Area:
         """Add an area (caller checked alignment and overlap) and map it into every domain,
         charging the pinned pages."""
         area = Area(iova, length, mm, user_va, prot)
@@ -153,7 +159,9 @@ class IoPagetable:
                 a.mm.locked_vm -= a.length
 
 
-def _iommu_prot(prot: Any) -> int:  # noqa: ANN401
+def _iommu_prot(prot: Any) -> int:
     from ..abi.iommufd import IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE
 
-    return (IOMMU_READ if prot & IOMMU_IOAS_MAP_READABLE else 0) | (IOMMU_WRITE if prot & IOMMU_IOAS_MAP_WRITEABLE else 0)
+    return (IOMMU_READ if prot & IOMMU_IOAS_MAP_READABLE else 0) | (
+        IOMMU_WRITE if prot & IOMMU_IOAS_MAP_WRITEABLE else 0
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import struct
 
 import attrs
@@ -51,7 +52,13 @@ def iommufd_ioas_iova_ranges(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     data = b"".join(I.IommuIovaRange(lo, hi).pack() for lo, hi in ranges[:room])
     if data:
         ucmd.caller.copy_to_user(c.allowed_iovas, data)
-    ucmd.respond(attrs.evolve(c, num_iovas=len(ranges), out_iova_alignment=max(ioas.iopt.iova_alignment, 1)))
+    ucmd.respond(
+        attrs.evolve(
+            c,
+            num_iovas=len(ranges),
+            out_iova_alignment=max(ioas.iopt.iova_alignment, 1),
+        )
+    )
     if len(ranges) > room:
         raise KernelError(errno.EMSGSIZE, f"{len(ranges)} ranges, room for {room}")
     return 0
@@ -62,7 +69,11 @@ def iommufd_ioas_allow_iovas(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     if c.reserved:
         raise KernelError(errno.EOPNOTSUPP, "reserved")
     ioas = ictx.get(c.ioas_id, Ioas)
-    raw = ucmd.caller.copy_from_user(c.allowed_iovas, c.num_iovas * 16) if c.num_iovas else b""
+    raw = (
+        ucmd.caller.copy_from_user(c.allowed_iovas, c.num_iovas * 16)
+        if c.num_iovas
+        else b""
+    )
     ranges = sorted(struct.unpack_from("<QQ", raw, 16 * i) for i in range(c.num_iovas))
     for i, (lo, hi) in enumerate(ranges):
         if lo >= hi:
@@ -107,7 +118,9 @@ def iommufd_ioas_map(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     if c.user_va % 4096 != iova % 4096:
         raise KernelError(errno.EINVAL, "user_va and iova page offsets differ")
     mm = ucmd.caller.mm
-    mm.check_range(c.user_va & ~4095, c.length, write=bool(c.flags & I.IOMMU_IOAS_MAP_WRITEABLE))
+    mm.check_range(
+        c.user_va & ~4095, c.length, write=bool(c.flags & I.IOMMU_IOAS_MAP_WRITEABLE)
+    )
     iopt.map(iova, c.length, mm, c.user_va, c.flags & RW)
     ucmd.respond(attrs.evolve(c, iova=iova))
     return 0
@@ -135,7 +148,7 @@ def iommufd_ioas_copy(ictx: IommufdCtx, ucmd: Ucmd) -> int:
         raise KernelError(errno.ENOENT, "source range is not entirely mapped")
     first = areas[0]
     # the copy maps the same user memory: contiguous in user VA across the areas
-    for prev, nxt in zip(areas, areas[1:], strict=False):
+    for prev, nxt in itertools.pairwise(areas):
         if prev.user_va + prev.length != nxt.user_va:
             raise KernelError(errno.ENOENT, "source areas are not contiguous in memory")
     user_va = first.user_va + (c.src_iova - first.iova)

@@ -167,22 +167,76 @@ def _table() -> IoctlTable[IommufdCtx]:
     from .device import iommufd_get_hw_info
     from .hw_pagetable import iommufd_hwpt_alloc
 
-    def op(cmd: int, name: str, fn: Any, st: Any, last: str) -> IoctlOp[IommufdCtx]:  # noqa: ANN401
+    def op(cmd: int, name: str, fn: Any, st: Any, last: str) -> IoctlOp[IommufdCtx]:
         return IoctlOp(cmd, name, fn, ArgKind.SIZE, st, last)
 
     return IoctlTable(
         [
             op(I.IOMMU_DESTROY, "IOMMU_DESTROY", iommufd_destroy, I.IommuDestroy, "id"),
-            op(I.IOMMU_GET_HW_INFO, "IOMMU_GET_HW_INFO", iommufd_get_hw_info, I.IommuHwInfo, "reserved"),
-            op(I.IOMMU_HWPT_ALLOC, "IOMMU_HWPT_ALLOC", iommufd_hwpt_alloc, I.IommuHwptAlloc, "reserved"),
-            op(I.IOMMU_IOAS_ALLOC, "IOMMU_IOAS_ALLOC", A.iommufd_ioas_alloc_ioctl, I.IommuIoasAlloc, "out_ioas_id"),
-            op(I.IOMMU_IOAS_ALLOW_IOVAS, "IOMMU_IOAS_ALLOW_IOVAS", A.iommufd_ioas_allow_iovas, I.IommuIoasAllowIovas, "allowed_iovas"),
-            op(I.IOMMU_IOAS_COPY, "IOMMU_IOAS_COPY", A.iommufd_ioas_copy, I.IommuIoasCopy, "src_iova"),
-            op(I.IOMMU_IOAS_IOVA_RANGES, "IOMMU_IOAS_IOVA_RANGES", A.iommufd_ioas_iova_ranges, I.IommuIoasIovaRanges, "out_iova_alignment"),
-            op(I.IOMMU_IOAS_MAP, "IOMMU_IOAS_MAP", A.iommufd_ioas_map, I.IommuIoasMap, "iova"),
-            op(I.IOMMU_IOAS_UNMAP, "IOMMU_IOAS_UNMAP", A.iommufd_ioas_unmap, I.IommuIoasUnmap, "length"),
+            op(
+                I.IOMMU_GET_HW_INFO,
+                "IOMMU_GET_HW_INFO",
+                iommufd_get_hw_info,
+                I.IommuHwInfo,
+                "reserved",
+            ),
+            op(
+                I.IOMMU_HWPT_ALLOC,
+                "IOMMU_HWPT_ALLOC",
+                iommufd_hwpt_alloc,
+                I.IommuHwptAlloc,
+                "reserved",
+            ),
+            op(
+                I.IOMMU_IOAS_ALLOC,
+                "IOMMU_IOAS_ALLOC",
+                A.iommufd_ioas_alloc_ioctl,
+                I.IommuIoasAlloc,
+                "out_ioas_id",
+            ),
+            op(
+                I.IOMMU_IOAS_ALLOW_IOVAS,
+                "IOMMU_IOAS_ALLOW_IOVAS",
+                A.iommufd_ioas_allow_iovas,
+                I.IommuIoasAllowIovas,
+                "allowed_iovas",
+            ),
+            op(
+                I.IOMMU_IOAS_COPY,
+                "IOMMU_IOAS_COPY",
+                A.iommufd_ioas_copy,
+                I.IommuIoasCopy,
+                "src_iova",
+            ),
+            op(
+                I.IOMMU_IOAS_IOVA_RANGES,
+                "IOMMU_IOAS_IOVA_RANGES",
+                A.iommufd_ioas_iova_ranges,
+                I.IommuIoasIovaRanges,
+                "out_iova_alignment",
+            ),
+            op(
+                I.IOMMU_IOAS_MAP,
+                "IOMMU_IOAS_MAP",
+                A.iommufd_ioas_map,
+                I.IommuIoasMap,
+                "iova",
+            ),
+            op(
+                I.IOMMU_IOAS_UNMAP,
+                "IOMMU_IOAS_UNMAP",
+                A.iommufd_ioas_unmap,
+                I.IommuIoasUnmap,
+                "length",
+            ),
             op(I.IOMMU_OPTION, "IOMMU_OPTION", iommufd_option, I.IommuOption, "val64"),
-            op(I.IOMMU_VFIO_IOAS, "IOMMU_VFIO_IOAS", A.iommufd_vfio_ioas, I.IommuVfioIoas, "reserved"),
+            op(
+                I.IOMMU_VFIO_IOAS,
+                "IOMMU_VFIO_IOAS",
+                A.iommufd_vfio_ioas,
+                I.IommuVfioIoas,
+                "reserved",
+            ),
         ]
     )
 

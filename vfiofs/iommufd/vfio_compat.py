@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import errno
 
-from ..abi import iommufd as I
-from ..abi import vfio as V
+from ..abi import iommufd as I, vfio as V
 from ..errors import KernelError
 from ..ioctl_table import ArgKind, IoctlOp, IoctlTable, Ucmd
 from ..uaccess import CAP_SYS_RAWIO, Caller
@@ -20,7 +19,7 @@ from .ioas import Ioas, _check_iova
 from .main import IommufdCtx
 
 
-def _compat_ioas(ictx: IommufdCtx) -> Ioas:
+def compat_ioas(ictx: IommufdCtx) -> Ioas:
     if ictx.compat_ioas is None:
         raise KernelError(errno.ENODEV, "no compat IOAS (attach a group first)")
     ioas: Ioas = ictx.compat_ioas
@@ -47,7 +46,7 @@ def iommufd_vfio_set_iommu(ictx: IommufdCtx, ucmd: Ucmd) -> int:
         return 0
     if kind not in (V.VFIO_TYPE1_IOMMU, V.VFIO_TYPE1v2_IOMMU):
         raise KernelError(errno.EINVAL, f"type {kind}")
-    ioas = _compat_ioas(ictx)
+    ioas = compat_ioas(ictx)
     if kind == V.VFIO_TYPE1_IOMMU:
         ioas.iopt.huge_pages = False  # type1 v1 may unmap parts of a mapping
     ictx.compat_type = kind
@@ -58,14 +57,19 @@ def iommufd_vfio_map_dma(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     m = ucmd.cmd
     if m.flags & ~(V.VFIO_DMA_MAP_FLAG_READ | V.VFIO_DMA_MAP_FLAG_WRITE):
         raise KernelError(errno.EINVAL, "flags (VADDR is not supported)")
-    ioas = _compat_ioas(ictx)
+    ioas = compat_ioas(ictx)
     if m.iova >= U64_MAX or m.size >= U64_MAX or m.size == 0:
-        raise KernelError(errno.EINVAL if m.size == 0 else errno.EOVERFLOW, "iova or size")
+        raise KernelError(
+            errno.EINVAL if m.size == 0 else errno.EOVERFLOW, "iova or size"
+        )
     prot = (I.IOMMU_IOAS_MAP_READABLE if m.flags & V.VFIO_DMA_MAP_FLAG_READ else 0) | (
-        I.IOMMU_IOAS_MAP_WRITEABLE if m.flags & V.VFIO_DMA_MAP_FLAG_WRITE else 0)
+        I.IOMMU_IOAS_MAP_WRITEABLE if m.flags & V.VFIO_DMA_MAP_FLAG_WRITE else 0
+    )
     _check_iova(ioas.iopt, m.iova, m.size)
     mm = ucmd.caller.mm
-    mm.check_range(m.vaddr & ~4095, m.size, write=bool(prot & I.IOMMU_IOAS_MAP_WRITEABLE))
+    mm.check_range(
+        m.vaddr & ~4095, m.size, write=bool(prot & I.IOMMU_IOAS_MAP_WRITEABLE)
+    )
     ioas.iopt.map(m.iova, m.size, mm, m.vaddr, prot)
     return 0
 
@@ -74,7 +78,7 @@ def iommufd_vfio_unmap_dma(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     u = ucmd.cmd
     if u.flags & ~V.VFIO_DMA_UNMAP_FLAG_ALL:
         raise KernelError(errno.EINVAL, "flags")
-    ioas = _compat_ioas(ictx)
+    ioas = compat_ioas(ictx)
     iopt = ioas.iopt
     if u.flags & V.VFIO_DMA_UNMAP_FLAG_ALL:
         if u.iova or u.size:
@@ -91,7 +95,9 @@ def iommufd_vfio_unmap_dma(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     for a in areas:
         unmapped += a.length
         iopt.remove(a)
-    ucmd.caller.copy_to_user(ucmd.arg, V.VfioIommuType1DmaUnmap(u.argsz, u.flags, u.iova, unmapped).pack())
+    ucmd.caller.copy_to_user(
+        ucmd.arg, V.VfioIommuType1DmaUnmap(u.argsz, u.flags, u.iova, unmapped).pack()
+    )
     return 0
 
 
@@ -101,12 +107,13 @@ def _pad8(b: bytes) -> bytes:
 
 def iommufd_vfio_iommu_get_info(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     info = ucmd.cmd
-    ioas = _compat_ioas(ictx)
+    ioas = compat_ioas(ictx)
     ranges = ioas.iopt.usable_ranges()
     base = V.VfioIommuType1Info.SIZE
     avail = _pad8(V.VfioIommuType1InfoDmaAvail(next=base + 16, avail=0xFFFFFFFF).pack())
     iova = V.VfioIommuType1InfoCapIovaRange(nr_iovas=len(ranges)).pack() + b"".join(
-        V.VfioIovaRange(lo, hi).pack() for lo, hi in ranges)
+        V.VfioIovaRange(lo, hi).pack() for lo, hi in ranges
+    )
     chain = avail + _pad8(iova)
     pgsizes = 0xFFFFFFFFFFFFF000
     for d in ioas.iopt.domains:
@@ -117,7 +124,9 @@ def iommufd_vfio_iommu_get_info(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     if info.argsz >= need:
         cap_offset = base
         ucmd.caller.copy_to_user(ucmd.arg + base, chain)
-    out = V.VfioIommuType1Info(need, V.VFIO_IOMMU_INFO_PGSIZES | V.VFIO_IOMMU_INFO_CAPS, pgsizes, cap_offset, 0)
+    out = V.VfioIommuType1Info(
+        need, V.VFIO_IOMMU_INFO_PGSIZES | V.VFIO_IOMMU_INFO_CAPS, pgsizes, cap_offset, 0
+    )
     ucmd.caller.copy_to_user(ucmd.arg, out.pack()[: min(info.argsz, base)])
     return 0
 
@@ -128,12 +137,40 @@ def _api_version(ictx: IommufdCtx, ucmd: Ucmd) -> int:
 
 COMPAT_IOCTLS: IoctlTable[IommufdCtx] = IoctlTable(
     [
-        IoctlOp(V.VFIO_CHECK_EXTENSION, "VFIO_CHECK_EXTENSION", iommufd_vfio_check_extension, ArgKind.VALUE),
+        IoctlOp(
+            V.VFIO_CHECK_EXTENSION,
+            "VFIO_CHECK_EXTENSION",
+            iommufd_vfio_check_extension,
+            ArgKind.VALUE,
+        ),
         IoctlOp(V.VFIO_GET_API_VERSION, "VFIO_GET_API_VERSION", _api_version),
-        IoctlOp(V.VFIO_IOMMU_GET_INFO, "VFIO_IOMMU_GET_INFO", iommufd_vfio_iommu_get_info, ArgKind.ARGSZ, V.VfioIommuType1Info, "iova_pgsizes"),
-        IoctlOp(V.VFIO_IOMMU_MAP_DMA, "VFIO_IOMMU_MAP_DMA", iommufd_vfio_map_dma, ArgKind.ARGSZ, V.VfioIommuType1DmaMap, "size"),
-        IoctlOp(V.VFIO_IOMMU_UNMAP_DMA, "VFIO_IOMMU_UNMAP_DMA", iommufd_vfio_unmap_dma, ArgKind.ARGSZ, V.VfioIommuType1DmaUnmap, "size"),
-        IoctlOp(V.VFIO_SET_IOMMU, "VFIO_SET_IOMMU", iommufd_vfio_set_iommu, ArgKind.VALUE),
+        IoctlOp(
+            V.VFIO_IOMMU_GET_INFO,
+            "VFIO_IOMMU_GET_INFO",
+            iommufd_vfio_iommu_get_info,
+            ArgKind.ARGSZ,
+            V.VfioIommuType1Info,
+            "iova_pgsizes",
+        ),
+        IoctlOp(
+            V.VFIO_IOMMU_MAP_DMA,
+            "VFIO_IOMMU_MAP_DMA",
+            iommufd_vfio_map_dma,
+            ArgKind.ARGSZ,
+            V.VfioIommuType1DmaMap,
+            "size",
+        ),
+        IoctlOp(
+            V.VFIO_IOMMU_UNMAP_DMA,
+            "VFIO_IOMMU_UNMAP_DMA",
+            iommufd_vfio_unmap_dma,
+            ArgKind.ARGSZ,
+            V.VfioIommuType1DmaUnmap,
+            "size",
+        ),
+        IoctlOp(
+            V.VFIO_SET_IOMMU, "VFIO_SET_IOMMU", iommufd_vfio_set_iommu, ArgKind.VALUE
+        ),
     ]
 )
 

@@ -12,16 +12,22 @@ import errno
 
 from ..abi import vfio as V
 from ..errors import KernelError
-from ..iommufd.device import iommufd_device_attach, iommufd_device_bind, iommufd_device_detach
-from ..iommufd.main import IommufdCtx
 from ..ioctl_table import copy_struct_from_user
+from ..iommufd.device import (
+    iommufd_device_attach,
+    iommufd_device_bind,
+    iommufd_device_detach,
+)
+from ..iommufd.main import IommufdCtx
 from ..uaccess import Caller, OurFile
 from .vfio_main import VfioDevice, VfioDeviceFile
 
 BIND_MINSZ = V.VfioDeviceBindIommufd.offsetofend("out_devid")  # 16
 
 
-def vfio_device_fops_cdev_open(vdev: VfioDevice, caller: Caller, flags: int) -> VfioDeviceFile:
+def vfio_device_fops_cdev_open(
+    vdev: VfioDevice, caller: Caller, flags: int
+) -> VfioDeviceFile:
     """open(): no ownership check yet; ENODEV while the device is going away."""
     if vdev.removing or not vdev.registered:
         raise KernelError(errno.ENODEV, f"{vdev.name} is gone")

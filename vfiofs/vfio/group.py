@@ -57,7 +57,9 @@ class VfioGroup:
         if self.noiommu and not caller.capable(CAP_SYS_RAWIO):
             raise KernelError(errno.EPERM, "noiommu group needs CAP_SYS_RAWIO")
         if self.cdev_bound:
-            raise KernelError(errno.EBUSY, f"a device of group {self.name} is bound through its cdev")
+            raise KernelError(
+                errno.EBUSY, f"a device of group {self.name} is bound through its cdev"
+            )
         if self.opened_file is not None:
             raise KernelError(errno.EBUSY, f"group {self.name} is already open")
         self.opened_file = VfioGroupFile(self)
@@ -102,9 +104,9 @@ class VfioGroupFile:
         )
         if vdev is None:
             raise KernelError(errno.ENODEV, f"no device {name!r} in group {group.name}")
-        if group.container is None:
+        if group.container is None and group.iommufd is None:
             raise KernelError(errno.EINVAL, "group has no container")
-        if group.container.iommu_driver is None:
+        if group.container is not None and group.container.iommu_driver is None:
             raise KernelError(
                 errno.EINVAL, "container has no IOMMU set (VFIO_SET_IOMMU)"
             )
@@ -116,13 +118,36 @@ class VfioGroupFile:
         """Open device ``name`` through this group (what ``vfiofs run`` installs as the
         new fd of VFIO_GROUP_GET_DEVICE_FD)."""
         vdev = self.find_device(caller, name)
-        vdev.open()
+        idev = None
+        ictx = self.group.iommufd
+        if ictx is not None and not vdev.noiommu:
+            # compat: the device joins the iommufd and its compat IOAS (vfio/iommufd.c)
+            from ..iommufd.device import (
+                iommufd_device_attach,
+                iommufd_device_bind,
+                iommufd_device_unbind,
+            )
+            from ..iommufd.vfio_compat import compat_ioas
+
+            ioas = compat_ioas(ictx)
+            idev = iommufd_device_bind(ictx, vdev.iommu_group, vdev.dev)
+            try:
+                iommufd_device_attach(idev, ioas.id)
+            except KernelError:
+                iommufd_device_unbind(idev)
+                raise
+        try:
+            vdev.open()
+        except KernelError:
+            if idev is not None:
+                iommufd_device_unbind(idev)
+            raise
         self.refs += 1
         if vdev.noiommu:
             log.warning(
                 "%s: noiommu device opened; the kernel would taint itself", vdev.name
             )
-        return VfioDeviceFile(vdev, group_file=self)
+        return VfioDeviceFile(vdev, group_file=self, idev=idev)
 
 
 def vfio_group_ioctl_get_status(gf: VfioGroupFile, ucmd: Ucmd) -> int:
@@ -167,7 +192,9 @@ def vfio_group_ioctl_set_container(gf: VfioGroupFile, ucmd: Ucmd) -> int:
             handle.compat_ioas = iommufd_ioas_alloc(handle)
         group.iommufd = handle
         return 0
-    raise KernelError(errno.EBADFD, f"fd {fd} is neither a VFIO container nor an iommufd")
+    raise KernelError(
+        errno.EBADFD, f"fd {fd} is neither a VFIO container nor an iommufd"
+    )
 
 
 def vfio_group_ioctl_unset_container(gf: VfioGroupFile, ucmd: Ucmd) -> int:

@@ -102,7 +102,9 @@ class VfioDeviceFile:
     cdev: bool = False  # opened from /dev/vfio/devices/vfioX
     access_granted: bool = True
     closed: bool = False
-    idev: Any = None  # the iommufd DEVICE this fd is bound to (cdev, or group + iommufd)
+    idev: Any = (
+        None  # the iommufd DEVICE this fd is bound to (cdev, or group + iommufd)
+    )
 
     def ioctl_name(self, cmd: int) -> str | None:
         names = {
@@ -122,13 +124,18 @@ class VfioDeviceFile:
         self._check()
         if cmd == V.VFIO_DEVICE_BIND_IOMMUFD:
             if not self.cdev:  # kernel: only cdev fds may bind
-                raise KernelError(errno.EINVAL, "BIND_IOMMUFD on a group-path device fd")
+                raise KernelError(
+                    errno.EINVAL, "BIND_IOMMUFD on a group-path device fd"
+                )
             from .device_cdev import vfio_df_ioctl_bind_iommufd
 
             return vfio_df_ioctl_bind_iommufd(self, caller, arg)
         if not self.access_granted:
             raise KernelError(errno.EINVAL, "device fd not bound to an iommufd")
-        if self.cdev and cmd in (V.VFIO_DEVICE_ATTACH_IOMMUFD_PT, V.VFIO_DEVICE_DETACH_IOMMUFD_PT):
+        if self.cdev and cmd in (
+            V.VFIO_DEVICE_ATTACH_IOMMUFD_PT,
+            V.VFIO_DEVICE_DETACH_IOMMUFD_PT,
+        ):
             from .device_cdev import vfio_df_ioctl_attach_pt, vfio_df_ioctl_detach_pt
 
             if cmd == V.VFIO_DEVICE_ATTACH_IOMMUFD_PT:
