@@ -60,7 +60,13 @@ def mounted_default(start_daemon):  # type: ignore[no-untyped-def]
 
 def test_mount_tree_modes_and_sysfs_formats(mounted_default) -> None:  # type: ignore[no-untyped-def]
     mnt = mounted_default.mountpoint
-    assert sorted(os.listdir(mnt / "dev/vfio")) == ["0", "1", "devices", "noiommu-2", "vfio"]
+    assert sorted(os.listdir(mnt / "dev/vfio")) == [
+        "0",
+        "1",
+        "devices",
+        "noiommu-2",
+        "vfio",
+    ]
     assert stat.S_IMODE(os.stat(mnt / "dev/iommu").st_mode) == 0o660
     assert stat.S_IMODE(os.stat(mnt / "dev/vfio/vfio").st_mode) == 0o666
     assert stat.S_IMODE(os.stat(mnt / "dev/vfio/0").st_mode) == 0o600
