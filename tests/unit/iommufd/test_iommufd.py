@@ -8,8 +8,7 @@ import struct
 
 import pytest
 
-from vfiofs.abi import iommufd as I
-from vfiofs.abi import vfio as V
+from vfiofs.abi import iommufd as I, vfio as V
 from vfiofs.config import default_topology
 from vfiofs.errors import KernelError
 from vfiofs.iommufd.main import IommufdCtx
