@@ -15,6 +15,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 C_DIR = ROOT / "tests" / "c"
+if str(ROOT) not in sys.path:  # topologies name example models as examples.module:Class
+    sys.path.insert(0, str(ROOT))
 
 
 def fuse_unavailable() -> str | None:

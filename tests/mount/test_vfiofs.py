@@ -200,6 +200,10 @@ def test_run_qemu_realizes_vfio_pci_device(tmp_path: Path) -> None:
         during = mappings()
         cmd("quit")
         q.wait(timeout=60)
+        import time
+        deadline = time.monotonic() + 10  # the last close reaches the daemon asynchronously
+        while mappings() and time.monotonic() < deadline:
+            time.sleep(0.02)
         print(json.dumps({"pci": pci, "during": during, "after": mappings(), "rc": q.returncode}))
     """)
     )

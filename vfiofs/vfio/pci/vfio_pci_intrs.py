@@ -116,16 +116,6 @@ def vfio_pci_set_irqs(
         else b""
     )
     index, start, count = hdr.index, hdr.start, hdr.count
-    # fetch every eventfd first (uaccess rule: before any state change)
-    fds: list[int] = []
-    refs: list[Any] = []
-    if data_type == V.VFIO_IRQ_SET_DATA_EVENTFD:
-        fds = list(struct.unpack(f"<{count}i", data))
-        wanted = [fd for fd in fds if fd >= 0]
-        refs = caller.fget_many(wanted)
-        for ref in refs:
-            if not isinstance(ref, ForeignFile) or ref.kind != "eventfd":
-                raise KernelError(errno.EINVAL, "not an eventfd")
     if index == V.VFIO_PCI_INTX_IRQ_INDEX:
         if action == V.VFIO_IRQ_SET_ACTION_MASK:
             return _intx_mask(state, data_type, data, count, mask=True)
@@ -151,6 +141,15 @@ def vfio_pci_set_irqs(
         raise KernelError(errno.ENOTTY, "ERR/REQ support only TRIGGER")
     if action != V.VFIO_IRQ_SET_ACTION_TRIGGER:
         raise KernelError(errno.ENOTTY)
+    # the handler found, fetch every eventfd before any state change (uaccess rule)
+    fds: list[int] = []
+    refs: list[Any] = []
+    if data_type == V.VFIO_IRQ_SET_DATA_EVENTFD:
+        fds = list(struct.unpack(f"<{count}i", data))
+        refs = caller.fget_many([fd for fd in fds if fd >= 0])
+        for ref in refs:
+            if not isinstance(ref, ForeignFile) or ref.kind != "eventfd":
+                raise KernelError(errno.EINVAL, "not an eventfd")
     # TRIGGER
     if count == 0 and data_type == V.VFIO_IRQ_SET_DATA_NONE:
         state.disable(index)
