@@ -77,10 +77,14 @@ class FuseSession:
     )
     inflight: dict[int, trio.CancelScope] = attrs.Factory(dict)
     dispatcher: Dispatcher = attrs.field(init=False)
+    _receive: Callable[[memoryview], Any] = attrs.field(init=False)
+    _dispatch: Callable[[Any], bytes | None] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.dispatcher = Dispatcher(self.tree, self.conn, self.procs, self.write)
         self.dispatcher.tracing = self.trace is not None
+        self._receive = self.conn.receive  # bound once: this is every request
+        self._dispatch = self.dispatcher.dispatch
 
     @property
     def mount_dev(self) -> int:
@@ -91,12 +95,16 @@ class FuseSession:
         try:
             os.write(self.fd, data)
         except OSError as e:
-            if e.errno == errno.ENOENT:  # the request was interrupted and is gone
-                log.debug("reply to a request that is gone")
-            elif e.errno in (errno.ENODEV, errno.EBADF):
-                log.debug("reply after unmount")
-            else:
-                raise
+            self._write_failed(e)
+
+    @staticmethod
+    def _write_failed(e: OSError) -> None:
+        if e.errno == errno.ENOENT:  # the request was interrupted and is gone
+            log.debug("reply to a request that is gone")
+        elif e.errno in (errno.ENODEV, errno.EBADF):
+            log.debug("reply after unmount")
+        else:
+            raise e
 
     def call_in_core(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on the core's thread (from any other thread), return its result."""
@@ -166,7 +174,7 @@ class FuseSession:
         if self.trace:
             return self._handle_traced(data, nursery)
         try:
-            req = self.conn.receive(data)
+            req = self._receive(data)
         except ProtocolError as e:
             log.error("unparseable message from the kernel: %s", e)
             return False
@@ -175,12 +183,15 @@ class FuseSession:
             self._interrupt(req)
             return False
         try:
-            reply = self.dispatcher.dispatch(req)
+            reply = self._dispatch(req)
         except Parked as parked:
             nursery.start_soon(self._finish, parked)
             return False
         if reply is not None:
-            self.write(reply)
+            try:
+                os.write(self.fd, reply)
+            except OSError as e:
+                self._write_failed(e)
         return cls is rq.Destroy
 
     def _interrupt(self, req: rq.Interrupt) -> None:
