@@ -304,8 +304,13 @@ def vfio_dma_do_unmap(it: VfioIommuType1, ucmd: Ucmd) -> int:
         if iova + size - 1 > U64_MAX:
             raise KernelError(errno.EOVERFLOW, "range wraps")
         end = iova + size
-    if dirty and not it.dirty_tracking:
-        raise KernelError(errno.EINVAL, "dirty tracking is off")
+    bitmap = None
+    if dirty:
+        raw = ucmd.caller.copy_from_user(
+            ucmd.arg + V.VfioIommuType1DmaUnmap.SIZE, V.VfioBitmap.SIZE
+        )
+        bitmap = V.VfioBitmap.unpack_from(raw)
+        _check_bitmap(it, bitmap, size)
     found = it._overlapping(iova, end)
     if (
         it.v2
@@ -319,6 +324,8 @@ def vfio_dma_do_unmap(it: VfioIommuType1, ucmd: Ucmd) -> int:
         found = []
     if not it.v2:
         found = [d for d in found if d.iova < end]
+    if bitmap is not None:
+        _write_bitmap(it, ucmd.caller, bitmap, iova, size)
     unmapped = 0
     if inval:
         if any(d.vaddr_invalid for d in found):
@@ -352,7 +359,56 @@ def vfio_iommu_type1_dirty_pages(it: VfioIommuType1, ucmd: Ucmd) -> int:
     if d.flags & V.VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP:
         it.dirty_tracking = False
         return 0
-    raise KernelError(errno.EINVAL, "GET_BITMAP is not emulated")
+    if (
+        ucmd.argsz
+        < V.VfioIommuType1DirtyBitmap.SIZE + V.VfioIommuType1DirtyBitmapGet.SIZE
+    ):
+        raise KernelError(errno.EINVAL, "argsz too small for the range")
+    raw = ucmd.caller.copy_from_user(ucmd.arg + 8, V.VfioIommuType1DirtyBitmapGet.SIZE)
+    rng = V.VfioIommuType1DirtyBitmapGet.unpack_from(raw)
+    bitmap = V.VfioBitmap.unpack_from(rng.bitmap)
+    pg = it.pgsize
+    if rng.iova + rng.size - 1 > U64_MAX:
+        raise KernelError(errno.EOVERFLOW, "range wraps")
+    if (rng.iova | rng.size) & (pg - 1):
+        raise KernelError(errno.EINVAL, "range not aligned to the page size")
+    _check_bitmap(it, bitmap, rng.size)
+    found = it._overlapping(rng.iova, rng.iova + rng.size)
+    if found and (found[0].iova < rng.iova or found[-1].end > rng.iova + rng.size):
+        raise KernelError(errno.EINVAL, "range bisects a mapping")
+    _write_bitmap(it, ucmd.caller, bitmap, rng.iova, rng.size)
+    return 0
+
+
+def _check_bitmap(it: VfioIommuType1, bitmap: V.VfioBitmap, size: int) -> None:
+    """vfio_iommu_type1: one bit per page, in u64 words, at most 256 MiB, tracking on."""
+    pg = it.pgsize
+    npages = size // pg
+    need = (npages + 63) // 64 * 8
+    if (
+        not size
+        or not npages
+        or bitmap.size > DIRTY_BITMAP_SIZE_MAX
+        or bitmap.size < need
+    ):
+        raise KernelError(errno.EINVAL, "bitmap size")
+    if not it.dirty_tracking or bitmap.pgsize != pg:
+        raise KernelError(errno.EINVAL, "dirty tracking off or bitmap pgsize differs")
+
+
+def _write_bitmap(
+    it: VfioIommuType1, caller: Caller, bitmap: V.VfioBitmap, iova: int, size: int
+) -> None:
+    """Every pinned page counts as dirty: the device may have written any of them (what
+    type1 reports without an IOMMU that tracks dirty pages)."""
+    pg = it.pgsize
+    bits = 0
+    for d in it._overlapping(iova, iova + size):
+        first = (max(d.iova, iova) - iova) // pg
+        last = (min(d.end, iova + size) - iova) // pg
+        bits |= ((1 << (last - first)) - 1) << first
+    nbytes = ((size // pg) + 63) // 64 * 8
+    caller.copy_to_user(bitmap.data, bits.to_bytes(nbytes, "little"))
 
 
 IOCTLS: IoctlTable[VfioIommuType1] = IoctlTable(

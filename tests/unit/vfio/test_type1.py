@@ -221,3 +221,49 @@ def test_mappings_belong_to_the_mapping_process(env, t1) -> None:  # type: ignor
     assert dma_map(env, t1, 4 * MB, MB, caller=other) == 0
     owners = {m.iova: m.owner for m in env.machine.mappings("0000:00:04.0")}
     assert owners[0] is env.caller.mm and owners[4 * MB] is other.mm
+
+
+def test_dirty_tracking_bitmaps(env, t1) -> None:  # type: ignore[no-untyped-def]
+    c = env.caller
+
+    def dirty(flags: int, extra: bytes = b"", argsz: int = 8) -> int:
+        try:
+            return t1.ioctl(
+                c,
+                V.VFIO_IOMMU_DIRTY_PAGES,
+                c.alloc(struct.pack("<II", argsz, flags) + extra),
+            )
+        except KernelError as e:
+            return -e.errno
+
+    F = (
+        V.VFIO_IOMMU_DIRTY_PAGES_FLAG_START,
+        V.VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP,
+        V.VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP,
+    )
+    assert dirty(F[0] | F[1]) == -errno.EINVAL
+    assert dma_map(env, t1, 0, 8 * 4096) == 0
+    bm = c.alloc(bytes(8))
+    get = struct.pack("<QQQQQ", 0, 64 * 4096, 4096, 8, bm)
+    assert dirty(F[2], get, argsz=48) == -errno.EINVAL  # tracking off
+    assert dirty(F[0]) == 0
+    assert dirty(F[0]) == 0  # idempotent
+    assert dirty(F[2], get, argsz=47) == -errno.EINVAL
+    assert (
+        dirty(F[2], struct.pack("<QQQQQ", 0, 64 * 4096, 8192, 8, bm), argsz=48)
+        == -errno.EINVAL
+    )
+    assert dirty(F[2], get, argsz=48) == 0
+    assert c.mm.read(bm, 8) == (0xFF).to_bytes(8, "little")  # the 8 mapped pages
+    # UNMAP with GET_DIRTY_BITMAP reports, then unmaps
+    bm2 = c.alloc(bytes(8))
+    arg = c.alloc(
+        V.VfioIommuType1DmaUnmap(
+            48, V.VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP, 0, 8 * 4096
+        ).pack()
+        + struct.pack("<QQQ", 4096, 8, bm2)
+    )
+    assert t1.ioctl(c, V.VFIO_IOMMU_UNMAP_DMA, arg) == 0
+    assert c.mm.read(bm2, 8) == (0xFF).to_bytes(8, "little")
+    assert env.machine.mappings("0000:00:04.0") == []
+    assert dirty(F[1]) == 0
