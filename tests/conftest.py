@@ -151,3 +151,15 @@ def compile_c():  # type: ignore[no-untyped-def]
 def mounted():  # type: ignore[no-untyped-def]
     """``mounted(path) -> bool``: whether path is a mount point."""
     return is_mounted
+
+
+@pytest.fixture
+def public_dir() -> Iterator[Path]:
+    """A directory every user can reach (pytest's tmp_path is root-only), for mounts that
+    unprivileged clients use."""
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="vfiofs-pub-", dir="/tmp"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)

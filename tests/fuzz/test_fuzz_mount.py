@@ -24,19 +24,51 @@ pytestmark = pytest.mark.mount
 
 EXAMPLES = int(os.environ.get("VFIOFS_FUZZ_EXAMPLES", "150"))
 KERNEL_ERRNOS = {
-    errno.EINVAL, errno.EFAULT, errno.ENOTTY, errno.EBADF, errno.EBADFD, errno.EBUSY,
-    errno.ENODEV, errno.ENOENT, errno.EEXIST, errno.ENOSPC, errno.ENOMEM, errno.EOVERFLOW,
-    errno.E2BIG, errno.EOPNOTSUPP, errno.EMSGSIZE, errno.EPERM, errno.EACCES,
+    errno.EINVAL,
+    errno.EFAULT,
+    errno.ENOTTY,
+    errno.EBADF,
+    errno.EBADFD,
+    errno.EBUSY,
+    errno.ENODEV,
+    errno.ENOENT,
+    errno.EEXIST,
+    errno.ENOSPC,
+    errno.ENOMEM,
+    errno.EOVERFLOW,
+    errno.E2BIG,
+    errno.EOPNOTSUPP,
+    errno.EMSGSIZE,
+    errno.EPERM,
+    errno.EACCES,
     errno.EADDRINUSE,
 }
-CMDS = [0x3B00 | n for n in range(100, 122)] + [0x3B00 | n for n in range(0x80, 0x95)] + [0x3BFF, 0x1234]
-NODES = ["dev/vfio/vfio", "dev/vfio/0", "dev/vfio/1", "dev/iommu", "dev/vfio/devices/vfio0", "dev/vfio/devices/vfio1"]
+CMDS = (
+    [0x3B00 | n for n in range(100, 122)]
+    + [0x3B00 | n for n in range(0x80, 0x95)]
+    + [0x3BFF, 0x1234]
+)
+NODES = [
+    "dev/vfio/vfio",
+    "dev/vfio/0",
+    "dev/vfio/1",
+    "dev/iommu",
+    "dev/vfio/devices/vfio0",
+    "dev/vfio/devices/vfio1",
+]
 CANARY = b"\xa5" * 64
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mmap.restype = ctypes.c_void_p
-_libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
+_libc.mmap.argtypes = (
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_long,
+)
 _libc.ioctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)
 
 
@@ -47,7 +79,11 @@ class Client:
         self.fds: list[int] = []
         self.rw = mmap.mmap(-1, 1 << 16)
         self.rw_addr = ctypes.addressof(ctypes.c_char.from_buffer(self.rw))
-        self.ro_addr = int(_libc.mmap(None, 4096, mmap.PROT_READ, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0))
+        self.ro_addr = int(
+            _libc.mmap(
+                None, 4096, mmap.PROT_READ, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0
+            )
+        )
 
     def close_all(self) -> None:
         for fd in self.fds:
@@ -90,7 +126,9 @@ ops = st.lists(
         st.sampled_from(["open", "ioctl", "ioctl", "ioctl", "close", "setup"]),
         st.integers(0, 20),  # which node / fd
         st.sampled_from(CMDS),
-        st.sampled_from(["rw", "rw", "rw", "null", "unmapped", "ro", "straddle", "value"]),
+        st.sampled_from(
+            ["rw", "rw", "rw", "null", "unmapped", "ro", "straddle", "value"]
+        ),
         st.integers(0, 96),  # argsz / size field
         st.binary(min_size=0, max_size=64),  # the rest of the struct
         st.integers(-2, 40),  # an fd number planted in the struct
@@ -113,11 +151,15 @@ def test_fuzz_ioctls_through_the_mount(fuzz_mount, seq) -> None:  # type: ignore
         for kind, which, cmd, ptr, argsz, rest, fd in seq:
             if kind == "open":
                 try:
-                    client.fds.append(os.open(mnt / NODES[which % len(NODES)], os.O_RDWR))
+                    client.fds.append(
+                        os.open(mnt / NODES[which % len(NODES)], os.O_RDWR)
+                    )
                 except OSError as e:
                     assert e.errno in KERNEL_ERRNOS, e
                 continue
-            if kind == "setup":  # a valid prefix, so that random calls reach deeper state
+            if (
+                kind == "setup"
+            ):  # a valid prefix, so that random calls reach deeper state
                 setup(client, mnt, which % 2)
                 continue
             if not client.fds:
@@ -128,7 +170,11 @@ def test_fuzz_ioctls_through_the_mount(fuzz_mount, seq) -> None:  # type: ignore
                 client.fds.remove(target)
                 continue
             body = struct.pack("<I", argsz) + rest
-            body = body[:8] + struct.pack("<i", fd) + body[12:] if len(body) >= 12 else body
+            body = (
+                body[:8] + struct.pack("<i", fd) + body[12:]
+                if len(body) >= 12
+                else body
+            )
             arg = 0
             if ptr == "rw":
                 client.rw[: len(body) + len(CANARY)] = body + CANARY
@@ -149,7 +195,9 @@ def test_fuzz_ioctls_through_the_mount(fuzz_mount, seq) -> None:  # type: ignore
             if ptr == "rw":
                 sent = body + CANARY
                 after = bytes(client.rw[: len(sent)])
-                assert after[argsz:] == sent[argsz:], f"wrote past argsz {argsz}: cmd {cmd:#x}"
+                assert after[argsz:] == sent[argsz:], (
+                    f"wrote past argsz {argsz}: cmd {cmd:#x}"
+                )
             assert proc.poll() is None, "the daemon died"
     finally:
         client.close_all()
@@ -164,9 +212,13 @@ def test_fuzz_leaves_nothing_behind(fuzz_mount) -> None:  # type: ignore[no-unty
     mnt, proc = fuzz_mount.mountpoint, fuzz_mount.proc
     deadline = time.monotonic() + 10
     for g in ("0", "1"):
-        while (mnt / f"sys/kernel/debug/vfiofs/iommu_groups/{g}/mappings").read_text() and time.monotonic() < deadline:
+        while (
+            mnt / f"sys/kernel/debug/vfiofs/iommu_groups/{g}/mappings"
+        ).read_text() and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert (mnt / f"sys/kernel/debug/vfiofs/iommu_groups/{g}/mappings").read_text() == ""
+        assert (
+            mnt / f"sys/kernel/debug/vfiofs/iommu_groups/{g}/mappings"
+        ).read_text() == ""
         while True:  # releases are asynchronous: the group becomes free again
             try:
                 os.close(os.open(mnt / f"dev/vfio/{g}", os.O_RDWR))

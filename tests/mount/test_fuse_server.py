@@ -167,17 +167,27 @@ def test_c_client(echofs, compile_c) -> None:  # type: ignore[no-untyped-def]
     assert run("eintr") == "read=-1 errno=EINTR next=0"
 
 
-def test_private_node_refused_to_unprivileged_user(echofs) -> None:  # type: ignore[no-untyped-def]
-    code = f"import os\ntry:\n os.open({str(echofs.mountpoint / 'dev/private')!r}, os.O_RDWR)\nexcept PermissionError: print('EACCES')\n"
+def test_private_node_refused_to_unprivileged_user(start_daemon, public_dir) -> None:  # type: ignore[no-untyped-def]
+    d = start_daemon([ECHOFS, "{mnt}"], mountpoint=public_dir / "m")
+    code = (
+        "import os, sys\n"
+        "for p in sys.argv[1:]:\n"
+        "    try: os.close(os.open(p, os.O_RDWR)); print('ok')\n"
+        "    except PermissionError: print('EACCES')\n"
+    )
+    paths = [str(d.mountpoint / "dev/echo"), str(d.mountpoint / "dev/private")]
     out = subprocess.run(
-        ["/usr/bin/python3", "-c", code],
+        ["/usr/bin/python3", "-c", code, *paths],
         capture_output=True,
         text=True,
         user=65534,
         group=65534,
         check=True,
     ).stdout
-    assert out.strip() == "EACCES"
+    assert out.split() == [
+        "ok",
+        "EACCES",
+    ]  # allow_other + default_permissions, as sysfs/devtmpfs
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

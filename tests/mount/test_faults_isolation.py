@@ -1,0 +1,109 @@
+"""Faults and isolation: a client killed at any point leaves nothing behind; DMA reaches
+only the process that created the mapping; group nodes are root's."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.mount
+
+CLIENT = str(Path(__file__).with_name("vfio_client.py"))
+
+
+@pytest.fixture
+def mnt(start_daemon):  # type: ignore[no-untyped-def]
+    return start_daemon(["-m", "vfiofs", "mount", "{mnt}"]).mountpoint
+
+
+def wait(cond, what: str, timeout: float = 10) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def test_sigkill_mid_cycle_leaves_no_mapping_binding_or_eventfd(mnt: Path) -> None:
+    mappings = mnt / "sys/kernel/debug/vfiofs/iommu_groups/0/mappings"
+    for _ in range(3):
+        p = subprocess.Popen(
+            [sys.executable, CLIENT, "hold", str(mnt)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert p.stdout is not None
+        assert p.stdout.readline().strip() == "ready"
+        assert mappings.read_text().count("\n") == 1
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        p.stdout.close()
+        wait(lambda: mappings.read_text() == "", "the mapping is gone")
+
+        def group_free() -> bool:
+            try:
+                os.close(os.open(mnt / "dev/vfio/0", os.O_RDWR))
+            except OSError as e:
+                assert e.errno == errno.EBUSY
+                return False
+            return True
+
+        wait(group_free, "the cdev binding is gone: the group opens again")
+
+
+def test_dma_reaches_only_the_mapping_process(mnt: Path, tmp_path: Path) -> None:
+    sock = str(tmp_path / "sock")
+    peer = subprocess.Popen(
+        [sys.executable, CLIENT, "peer", sock], stdout=subprocess.PIPE, text=True
+    )
+    wait(lambda: os.path.exists(sock), "peer listening")
+    owner = subprocess.run(
+        [sys.executable, CLIENT, "owner", str(mnt), sock],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    out, _ = peer.communicate(timeout=30)
+    assert owner.returncode == 0, owner.stderr
+    # the owner's destination got B's bytes, the owner's source is untouched
+    assert owner.stdout.split() == ["BBBB", "AAAA"]
+    # both copies completed; B's own mapping received A's bytes only through B's IOVA
+    assert out.split() == ["2", "2", "AAAA"]
+
+
+def test_group_nodes_refuse_unprivileged_users(start_daemon, public_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    mnt = start_daemon(
+        ["-m", "vfiofs", "mount", "{mnt}"], mountpoint=public_dir / "m"
+    ).mountpoint
+    code = (
+        "import os, sys\n"
+        "for p in sys.argv[1:]:\n"
+        "    try: os.close(os.open(p, os.O_RDWR)); print('ok')\n"
+        "    except PermissionError: print('EACCES')\n"
+    )
+    nodes = [
+        mnt / "dev/vfio/0",
+        mnt / "dev/vfio/devices/vfio0",
+        mnt / "dev/iommu",
+        mnt / "dev/vfio/vfio",
+    ]
+    r = subprocess.run(
+        ["/usr/bin/python3", "-c", code, *map(str, nodes)],
+        capture_output=True,
+        text=True,
+        user=65534,
+        group=65534,
+        check=True,
+    )
+    assert r.stdout.split() == [
+        "EACCES",
+        "EACCES",
+        "EACCES",
+        "ok",
+    ]  # only the container is 0666
