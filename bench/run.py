@@ -4,7 +4,8 @@ the same run (never a timed test: these machines are small and noisy).
 1. FUSE round trips: vfiofs's session against a minimal C server on libfuse3's low-level
    API, for a no-op ioctl, an ioctl copying 64 bytes in and out, and a 4-byte pread. Client
    and daemon are pinned to one CPU.
-2. The IOMMU page table and the vfio core (bench/bench_iommu.py, bench/bench_vfio.py).
+2. The IOMMU page table against a dict of pages (bench/bench_iommu.py).
+3. Load: 8 processes x 1000 full cycles against one mount (bench/load.py).
 """
 
 from __future__ import annotations
@@ -111,9 +112,10 @@ def main() -> None:
         print("the FUSE benchmark needs root and taskset; skipped")
     else:
         fuse_bench()
-    for script in ("bench_iommu.py", "bench_vfio.py"):
-        if (HERE / script).exists():
-            subprocess.run([sys.executable, str(HERE / script)], check=True)
+    subprocess.run([sys.executable, str(HERE / "bench_iommu.py")], check=True)
+    print()
+    if os.geteuid() == 0:
+        subprocess.run([sys.executable, str(HERE / "load.py"), "8", "1000"], check=True)
 
 
 if __name__ == "__main__":

@@ -210,6 +210,7 @@ class ProcessTable:
             return mm
         if mm is not None:
             mm.close()
+        self.reap()  # a new process: a good moment to forget the ones that exited
         mm = ProcessMemory(tgid)
         self._by_tgid[tgid] = mm
         return mm

@@ -282,6 +282,13 @@ class FuseSession:
         )
 
 
+async def _reap_exited(procs: ProcessTable) -> None:
+    """Close the memory handles of processes that have exited, once a second."""
+    while True:
+        await trio.sleep(1)
+        procs.reap()
+
+
 async def serve(
     tree: Tree,
     mountpoint: str,
@@ -308,6 +315,7 @@ async def serve(
         session = FuseSession(tree, mountpoint, fd, conn, procs, resolver, trace)
         async with trio.open_nursery() as nursery:
             await session.handshake()
+            nursery.start_soon(_reap_exited, procs)
             if on_ready is not None:
                 on_ready(session)
             task_status.started(session)
