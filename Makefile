@@ -36,6 +36,7 @@ run: deps venv
 test: deps venv
 	$(PY) -m pytest -q -p no:cacheprovider
 	$(VENV)/bin/ruff check vfiofs tests examples bench
+	$(VENV)/bin/mypy
 
 lint: venv
 	$(VENV)/bin/ruff check vfiofs tests examples bench

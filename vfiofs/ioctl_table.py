@@ -87,9 +87,10 @@ class IoctlOp(Generic[O]):
         return self.struct.offsetofend(self.last) if self.last else self.struct.SIZE
 
 
-def copy_struct_from_user(
-    caller: Caller, st: type[CStruct], addr: int, usize: int
-) -> CStruct:
+S = TypeVar("S", bound=CStruct)
+
+
+def copy_struct_from_user(caller: Caller, st: type[S], addr: int, usize: int) -> S:
     """The kernel's ``copy_struct_from_user``: zero-extend a short struct; a longer one
     must have only zero bytes past ``st.SIZE`` (else E2BIG)."""
     ksize = st.SIZE

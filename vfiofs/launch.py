@@ -35,8 +35,7 @@ def main(argv: list[str]) -> int:
         os.execvp(cmd[0], cmd)
     except OSError as e:
         print(f"vfiofs run: {e}", file=sys.stderr)
-        return 127
-    return 127  # not reached
+    return 127
 
 
 if __name__ == "__main__":

@@ -121,10 +121,18 @@ class Caller(Protocol):
     """The process behind one request (the kernel's ``current``)."""
 
     tid: int
-    tgid: int
     uid: int
     gid: int
-    mm: AddressSpace
+
+    @property
+    def tgid(self) -> int:
+        """The caller's process id."""
+        ...
+
+    @property
+    def mm(self) -> AddressSpace:
+        """The caller's memory; it outlives the call (devices DMA into it later)."""
+        ...
 
     def copy_from_user(self, addr: int, size: int) -> bytes:
         """Read the caller's memory. Raises KernelError(EFAULT)."""

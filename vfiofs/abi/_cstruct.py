@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Any, ClassVar, Protocol, Self, TypeVar, dataclass_transform
+from typing import Any, ClassVar, Self, TypeVar, dataclass_transform
 
 import attrs
 
@@ -56,29 +56,37 @@ def pad(n: int) -> Any:
     return _field(f"{n}s", bytes(n))
 
 
-class CStruct(Protocol):
-    """What `@cstruct` adds to a class."""
+class CStruct:
+    """Base of every `@cstruct` class: packing and unpacking through the one
+    `struct.Struct` the decorator compiled from the fields."""
 
+    __slots__ = ()
     SIZE: ClassVar[int]
     STRUCT: ClassVar[struct.Struct]
+    FIELDS: ClassVar[tuple[str, ...]]
+    ENDS: ClassVar[dict[str, int]]
 
-    def pack(self) -> bytes: ...
+    def pack(self) -> bytes:
+        """The C bytes of this struct."""
+        return self.STRUCT.pack(*[getattr(self, n) for n in self.FIELDS])
 
     @classmethod
-    def unpack_from(
-        cls, buf: bytes | bytearray | memoryview, offset: int = 0
-    ) -> Self: ...
+    def unpack_from(cls, buf: bytes | bytearray | memoryview, offset: int = 0) -> Self:
+        """Decode ``SIZE`` bytes of ``buf`` at ``offset``."""
+        return cls(*cls.STRUCT.unpack_from(buf, offset))
 
     @classmethod
-    def offsetofend(cls, name: str) -> int: ...
+    def offsetofend(cls, name: str) -> int:
+        """``offsetofend(struct, name)``: where field ``name`` ends."""
+        return cls.ENDS[name]
 
 
-T = TypeVar("T")
+T = TypeVar("T", bound=CStruct)
 
 
 @dataclass_transform(frozen_default=True, field_specifiers=(attrs.field,))
 def cstruct(cls: type[T]) -> type[T]:
-    """Turn a class of `u32()`-style fields into a frozen, packable C struct."""
+    """Turn a `CStruct` subclass of `u32()`-style fields into a frozen C struct."""
     acls: Any = attrs.frozen(cls)
     fields = attrs.fields(acls)
     codes = [f.metadata[_FMT] for f in fields]
@@ -88,29 +96,10 @@ def cstruct(cls: type[T]) -> type[T]:
     for f, code in zip(fields, codes, strict=True):
         off += struct.calcsize("<" + code)
         ends[f.name] = off
-    names = tuple(f.name for f in fields)
-    pack_fn = st.pack
-    unpack_fn = st.unpack_from
-
-    def pack(self: Any) -> bytes:
-        return pack_fn(*[getattr(self, n) for n in names])
-
-    def unpack_from(
-        klass: Any,
-        buf: bytes | bytearray | memoryview,
-        offset: int = 0,
-    ) -> Any:
-        return klass(*unpack_fn(buf, offset))
-
-    def offsetofend(klass: Any, name: str) -> int:
-        return ends[name]
-
     acls.SIZE = st.size
     acls.STRUCT = st
-    acls.FIELDS = names
-    acls.pack = pack
-    acls.unpack_from = classmethod(unpack_from)
-    acls.offsetofend = classmethod(offsetofend)
+    acls.FIELDS = tuple(f.name for f in fields)
+    acls.ENDS = ends
     return acls  # type: ignore[no-any-return]
 
 

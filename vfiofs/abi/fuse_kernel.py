@@ -280,7 +280,7 @@ class FuseForgetOne(NamedTuple):
 
 @ctuple("II")
 class FuseBatchForgetIn(NamedTuple):
-    count: int
+    count: int  # type: ignore[assignment]  # the C name; shadows tuple.count
     dummy: int
 
 

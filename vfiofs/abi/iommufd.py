@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from ._cstruct import cstruct, pad, s32, u8, u16, u32, u64
+from ._cstruct import CStruct, cstruct, pad, s32, u8, u16, u32, u64
 from .ioctl import _IO
 
 IOMMUFD_TYPE: Final = ord(";")
@@ -40,26 +40,26 @@ IOMMU_HW_QUEUE_ALLOC: Final = _cmd(20)
 
 
 @cstruct
-class IommuDestroy:
+class IommuDestroy(CStruct):
     size: int = u32()
     id: int = u32()
 
 
 @cstruct
-class IommuIoasAlloc:
+class IommuIoasAlloc(CStruct):
     size: int = u32()
     flags: int = u32()
     out_ioas_id: int = u32()
 
 
 @cstruct
-class IommuIovaRange:
+class IommuIovaRange(CStruct):
     start: int = u64()
     last: int = u64()
 
 
 @cstruct
-class IommuIoasIovaRanges:
+class IommuIoasIovaRanges(CStruct):
     size: int = u32()
     ioas_id: int = u32()
     num_iovas: int = u32()
@@ -69,7 +69,7 @@ class IommuIoasIovaRanges:
 
 
 @cstruct
-class IommuIoasAllowIovas:
+class IommuIoasAllowIovas(CStruct):
     size: int = u32()
     ioas_id: int = u32()
     num_iovas: int = u32()
@@ -83,7 +83,7 @@ IOMMU_IOAS_MAP_READABLE: Final = 1 << 2
 
 
 @cstruct
-class IommuIoasMap:
+class IommuIoasMap(CStruct):
     size: int = u32()
     flags: int = u32()
     ioas_id: int = u32()
@@ -94,7 +94,7 @@ class IommuIoasMap:
 
 
 @cstruct
-class IommuIoasMapFile:
+class IommuIoasMapFile(CStruct):
     size: int = u32()
     flags: int = u32()
     ioas_id: int = u32()
@@ -105,7 +105,7 @@ class IommuIoasMapFile:
 
 
 @cstruct
-class IommuIoasCopy:
+class IommuIoasCopy(CStruct):
     size: int = u32()
     flags: int = u32()
     dst_ioas_id: int = u32()
@@ -116,7 +116,7 @@ class IommuIoasCopy:
 
 
 @cstruct
-class IommuIoasUnmap:
+class IommuIoasUnmap(CStruct):
     size: int = u32()
     ioas_id: int = u32()
     iova: int = u64()
@@ -130,7 +130,7 @@ IOMMU_OPTION_OP_GET: Final = 1
 
 
 @cstruct
-class IommuOption:
+class IommuOption(CStruct):
     size: int = u32()
     option_id: int = u32()
     op: int = u16()
@@ -145,7 +145,7 @@ IOMMU_VFIO_IOAS_CLEAR: Final = 2
 
 
 @cstruct
-class IommuVfioIoas:
+class IommuVfioIoas(CStruct):
     size: int = u32()
     ioas_id: int = u32()
     op: int = u16()
@@ -160,7 +160,7 @@ IOMMU_HWPT_DATA_NONE: Final = 0
 
 
 @cstruct
-class IommuHwptAlloc:
+class IommuHwptAlloc(CStruct):
     size: int = u32()
     flags: int = u32()
     dev_id: int = u32()
@@ -180,7 +180,7 @@ IOMMU_HW_INFO_FLAG_INPUT_TYPE: Final = 1 << 0
 
 
 @cstruct
-class IommuHwInfo:
+class IommuHwInfo(CStruct):
     size: int = u32()
     flags: int = u32()
     dev_id: int = u32()

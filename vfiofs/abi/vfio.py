@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from ._cstruct import cstruct, pad, s32, u8, u16, u32, u64
+from ._cstruct import CStruct, cstruct, pad, s32, u8, u16, u32, u64
 from .ioctl import _IO
 
 VFIO_API_VERSION: Final = 0
@@ -65,14 +65,14 @@ VFIO_MIG_GET_PRECOPY_INFO: Final = _vfio(21)
 
 
 @cstruct
-class VfioInfoCapHeader:
+class VfioInfoCapHeader(CStruct):
     id: int = u16()
     version: int = u16()
     next: int = u32()
 
 
 @cstruct
-class VfioGroupStatus:
+class VfioGroupStatus(CStruct):
     argsz: int = u32()
     flags: int = u32()
 
@@ -82,7 +82,7 @@ VFIO_GROUP_FLAGS_CONTAINER_SET: Final = 1 << 1
 
 
 @cstruct
-class VfioDeviceInfo:
+class VfioDeviceInfo(CStruct):
     argsz: int = u32()
     flags: int = u32()
     num_regions: int = u32()
@@ -97,7 +97,7 @@ VFIO_DEVICE_FLAGS_CAPS: Final = 1 << 7
 
 
 @cstruct
-class VfioRegionInfo:
+class VfioRegionInfo(CStruct):
     argsz: int = u32()
     flags: int = u32()
     index: int = u32()
@@ -113,7 +113,7 @@ VFIO_REGION_INFO_FLAG_CAPS: Final = 1 << 3
 
 
 @cstruct
-class VfioIrqInfo:
+class VfioIrqInfo(CStruct):
     argsz: int = u32()
     flags: int = u32()
     index: int = u32()
@@ -127,7 +127,7 @@ VFIO_IRQ_INFO_NORESIZE: Final = 1 << 3
 
 
 @cstruct
-class VfioIrqSet:
+class VfioIrqSet(CStruct):
     argsz: int = u32()
     flags: int = u32()
     index: int = u32()
@@ -173,14 +173,14 @@ VFIO_PCI_OFFSET_MASK: Final = (1 << VFIO_PCI_OFFSET_SHIFT) - 1
 
 
 @cstruct
-class VfioPciHotResetInfo:
+class VfioPciHotResetInfo(CStruct):
     argsz: int = u32()
     flags: int = u32()
     count: int = u32()
 
 
 @cstruct
-class VfioPciDependentDevice:
+class VfioPciDependentDevice(CStruct):
     group_id: int = u32()  # or devid
     segment: int = u16()
     bus: int = u8()
@@ -188,14 +188,14 @@ class VfioPciDependentDevice:
 
 
 @cstruct
-class VfioPciHotReset:
+class VfioPciHotReset(CStruct):
     argsz: int = u32()
     flags: int = u32()
     count: int = u32()
 
 
 @cstruct
-class VfioDeviceFeature:
+class VfioDeviceFeature(CStruct):
     argsz: int = u32()
     flags: int = u32()
 
@@ -207,7 +207,7 @@ VFIO_DEVICE_FEATURE_PROBE: Final = 1 << 18
 
 
 @cstruct
-class VfioDeviceBindIommufd:
+class VfioDeviceBindIommufd(CStruct):
     argsz: int = u32()
     flags: int = u32()
     iommufd: int = s32()
@@ -219,7 +219,7 @@ VFIO_DEVICE_BIND_FLAG_TOKEN: Final = 1 << 0
 
 
 @cstruct
-class VfioDeviceAttachIommufdPt:
+class VfioDeviceAttachIommufdPt(CStruct):
     argsz: int = u32()
     flags: int = u32()
     pt_id: int = u32()
@@ -227,7 +227,7 @@ class VfioDeviceAttachIommufdPt:
 
 
 @cstruct
-class VfioDeviceDetachIommufdPt:
+class VfioDeviceDetachIommufdPt(CStruct):
     argsz: int = u32()
     flags: int = u32()
     pasid: int = u32()
@@ -237,7 +237,7 @@ VFIO_DEVICE_ATTACH_PASID: Final = 1 << 0
 
 
 @cstruct
-class VfioIommuType1Info:
+class VfioIommuType1Info(CStruct):
     argsz: int = u32()
     flags: int = u32()
     iova_pgsizes: int = u64()
@@ -253,7 +253,7 @@ VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL: Final = 3
 
 
 @cstruct
-class VfioIommuType1InfoCapIovaRange:
+class VfioIommuType1InfoCapIovaRange(CStruct):
     id: int = u16(VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE)
     version: int = u16(1)
     next: int = u32()
@@ -262,13 +262,13 @@ class VfioIommuType1InfoCapIovaRange:
 
 
 @cstruct
-class VfioIovaRange:
+class VfioIovaRange(CStruct):
     start: int = u64()
     end: int = u64()
 
 
 @cstruct
-class VfioIommuType1InfoCapMigration:
+class VfioIommuType1InfoCapMigration(CStruct):
     id: int = u16(VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION)
     version: int = u16(1)
     next: int = u32()
@@ -279,7 +279,7 @@ class VfioIommuType1InfoCapMigration:
 
 
 @cstruct
-class VfioIommuType1InfoDmaAvail:
+class VfioIommuType1InfoDmaAvail(CStruct):
     id: int = u16(VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL)
     version: int = u16(1)
     next: int = u32()
@@ -287,7 +287,7 @@ class VfioIommuType1InfoDmaAvail:
 
 
 @cstruct
-class VfioIommuType1DmaMap:
+class VfioIommuType1DmaMap(CStruct):
     argsz: int = u32()
     flags: int = u32()
     vaddr: int = u64()
@@ -301,7 +301,7 @@ VFIO_DMA_MAP_FLAG_VADDR: Final = 1 << 2
 
 
 @cstruct
-class VfioIommuType1DmaUnmap:
+class VfioIommuType1DmaUnmap(CStruct):
     argsz: int = u32()
     flags: int = u32()
     iova: int = u64()
@@ -314,14 +314,14 @@ VFIO_DMA_UNMAP_FLAG_VADDR: Final = 1 << 2
 
 
 @cstruct
-class VfioBitmap:
+class VfioBitmap(CStruct):
     pgsize: int = u64()
     size: int = u64()
     data: int = u64()
 
 
 @cstruct
-class VfioIommuType1DirtyBitmap:
+class VfioIommuType1DirtyBitmap(CStruct):
     argsz: int = u32()
     flags: int = u32()
 
@@ -332,14 +332,14 @@ VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP: Final = 1 << 2
 
 
 @cstruct
-class VfioIommuType1DirtyBitmapGet:
+class VfioIommuType1DirtyBitmapGet(CStruct):
     iova: int = u64()
     size: int = u64()
     bitmap: bytes = pad(24)  # struct vfio_bitmap
 
 
 @cstruct
-class VfioRegionInfoCapType:
+class VfioRegionInfoCapType(CStruct):
     id: int = u16(2)
     version: int = u16(1)
     next: int = u32()

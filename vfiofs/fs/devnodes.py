@@ -9,6 +9,7 @@ Unregistering removes them again. Modes and owners are those of a real system.
 from __future__ import annotations
 
 import stat
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -44,7 +45,7 @@ class VfioTree:
 
     root: Directory
     core: VfioCore
-    iommufd_open: Any = None  # opener of dev/iommu, when IOMMUFD is on
+    iommufd_open: Callable[[Caller, int], Any] | None = None  # dev/iommu, with IOMMUFD
     group_minors: dict[str, int] = attrs.Factory(dict)
 
     def __attrs_post_init__(self) -> None:
@@ -75,7 +76,6 @@ class VfioTree:
         sys_.mkdir("class").mkdir("vfio-dev")
         sys_.mkdir("class").mkdir("vfio")
         sys_.mkdir("devices").mkdir("virtual").mkdir("vfio")
-        yn = lambda b: "Y" if b else "N"  # noqa: E731
         populate_modules(
             sys_,
             {
@@ -96,6 +96,7 @@ class VfioTree:
         self.core.listeners.append(self)
 
     def _compat_container(self, caller: Caller, flags: int) -> OpenFile:
+        assert self.iommufd_open is not None
         ctx = self.iommufd_open(caller, flags)
         ctx.account_mm = True
         return ctx  # type: ignore[no-any-return]
@@ -223,6 +224,11 @@ class VfioTree:
             devices = self.root.walk("dev/vfio/devices")
             assert isinstance(devices, Directory)
             devices.remove(name)
+
+
+def yn(flag: bool) -> str:
+    """A bool module parameter as sysfs shows it."""
+    return "Y" if flag else "N"
 
 
 def _mappings_text(group: Any) -> bytes:

@@ -59,7 +59,7 @@ def iommufd_device_attach(idev: IommufdDevice, pt_id: int) -> int:
             None,
         )
         ioas = pt
-    elif isinstance(pt, HwptPaging):
+    elif isinstance(pt, HwptPaging) and pt.ioas is not None:
         hwpt, ioas = pt, pt.ioas
     else:
         raise KernelError(errno.EINVAL, f"object {pt_id} is neither an IOAS nor a HWPT")

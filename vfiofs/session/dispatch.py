@@ -197,7 +197,7 @@ class Dispatcher:
         for one in req.forgets:
             self.tree.forget(one.nodeid, one.nlookup)
 
-    def op_getattr(self, req: rq.Getattr) -> bytes:
+    def op_getattr(self, req: rq.Getattr | rq.Setattr) -> bytes:
         return self.conn.reply(
             req, replies.attr_out(self._attr(req.nodeid), ENTRY_TIMEOUT)
         )

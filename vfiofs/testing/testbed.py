@@ -45,7 +45,7 @@ class Testbed:
 
     # --- lifecycle -----------------------------------------------------------------------
 
-    def start(self) -> Testbed:
+    def start(self) -> Self:
         self._thread.start()
         self._ready.wait(30)
         if self._error is not None:
