@@ -107,3 +107,82 @@ def test_group_nodes_refuse_unprivileged_users(start_daemon, public_dir: Path) -
         "EACCES",
         "ok",
     ]  # only the container is 0666
+
+
+def test_stopped_client_does_not_block_others(mnt: Path, tmp_path: Path) -> None:
+    p = subprocess.Popen(
+        [sys.executable, CLIENT, "hold", str(mnt)], stdout=subprocess.PIPE, text=True
+    )
+    assert p.stdout is not None
+    assert p.stdout.readline().strip() == "ready"
+    p.send_signal(signal.SIGSTOP)
+    try:
+        # another process uses another device of another group meanwhile
+        exe = tmp_path / "cdev"
+        root = Path(__file__).resolve().parents[2]
+        subprocess.run(
+            [
+                "gcc",
+                "-I",
+                str(root / "examples"),
+                "-o",
+                str(exe),
+                str(root / "examples/cdev_iommufd.c"),
+            ],
+            check=True,
+        )
+        r = subprocess.run(
+            [exe, "0000:00:05.0"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=dict(os.environ, VFIO_ROOT=str(mnt)),
+        )
+        assert r.returncode == 0, r.stdout
+        # and the stopped client's group stays its own
+        with pytest.raises(OSError) as e:
+            os.open(mnt / "dev/vfio/0", os.O_RDWR)
+        assert e.value.errno == errno.EBUSY
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        p.stdout.close()
+
+
+def test_run_traps_only_get_device_fd_on_our_files() -> None:
+    code = (
+        "import fcntl, os\n"
+        "fd = os.open('/dev/null', os.O_RDWR)\n"
+        "for cmd in (0x3B6A, 0x3B64):\n"
+        "    try: fcntl.ioctl(fd, cmd, bytearray(b'0000:00:04.0\\0'), True); print('ok')\n"
+        "    except OSError as e: print(e.errno)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "vfiofs", "run", "--", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # /dev/null is not ours: the trapped call continues to the real driver (ENOTTY)
+    assert r.stdout.split() == [str(errno.ENOTTY), str(errno.ENOTTY)], r.stderr
+
+
+def test_doctor_reports_every_feature() -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "vfiofs", "doctor"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    lines = r.stdout.splitlines()
+    names = [
+        "FUSE",
+        "fusermount3",
+        "pidfd_getfd",
+        "seccomp user notification",
+        "namespaces",
+        "ptrace access",
+        "overlayfs",
+    ]
+    assert [any(n in line for line in lines) for n in names] == [True] * len(names)
+    assert r.returncode == 0, r.stdout  # this machine (and CI) has all of them
