@@ -4,13 +4,14 @@ the type1 rules, and the IOMMU page table (seen in the debugfs view) matches the
 from __future__ import annotations
 
 import ctypes
-import errno
 import mmap
 import os
 import struct
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
+
+from tests.models import type1_map, type1_unmap
 
 pytestmark = pytest.mark.mount
 
@@ -23,26 +24,6 @@ def call(fd: int, cmd: int, buf: ctypes.Array | int) -> int:  # type: ignore[typ
     arg = buf if isinstance(buf, int) else ctypes.addressof(buf)
     rc = _libc.ioctl(fd, cmd, ctypes.c_void_p(arg))
     return -ctypes.get_errno() if rc < 0 else int(rc)
-
-
-def model_map(maps: dict[int, int], iova: int, size: int) -> int:
-    if size == 0:
-        return -errno.EINVAL
-    if any(i < iova + size and iova < i + s for i, s in maps.items()):
-        return -errno.EEXIST
-    maps[iova] = size
-    return 0
-
-
-def model_unmap(maps: dict[int, int], iova: int, size: int, v2: bool) -> int:
-    if size == 0:
-        return -errno.EINVAL
-    hit = sorted(i for i, s in maps.items() if i < iova + size and iova < i + s)
-    if v2 and any(i < iova or i + maps[i] > iova + size for i in hit):
-        return -errno.EINVAL
-    if not v2 and hit and hit[0] < iova:
-        return 0
-    return sum(maps.pop(i) for i in hit)
 
 
 @pytest.fixture
@@ -79,7 +60,7 @@ def test_type1_through_the_mount_matches_model(
                 arg = ctypes.create_string_buffer(
                     struct.pack("<IIQQQ", 32, 3, va, iova, size), 32
                 )
-                assert call(c, 0x3B71, arg) == model_map(maps, iova, size), (
+                assert call(c, 0x3B71, arg) == type1_map(maps, iova, size), (
                     op,
                     page,
                     npages,
@@ -91,7 +72,7 @@ def test_type1_through_the_mount_matches_model(
                 got = call(c, 0x3B72, arg)
                 if got == 0:
                     got = struct.unpack_from("<Q", arg.raw, 16)[0]
-                assert got == model_unmap(maps, iova, size, v2), (op, page, npages)
+                assert got == type1_unmap(maps, iova, size, v2), (op, page, npages)
         lines = (
             (mnt / "sys/kernel/debug/vfiofs/iommu_groups/0/mappings")
             .read_text()

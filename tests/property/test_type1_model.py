@@ -3,10 +3,9 @@ the kernel's rules (results, errnos and the bytes reported unmapped)."""
 
 from __future__ import annotations
 
-import errno
-
 from hypothesis import given, settings, strategies as st
 
+from tests.models import type1_map, type1_unmap
 from vfiofs.abi import vfio as V
 from vfiofs.config import parse_topology
 from vfiofs.errors import KernelError
@@ -19,28 +18,6 @@ ops = st.lists(
     st.tuples(st.sampled_from(["map", "unmap"]), st.integers(0, 15), st.integers(0, 6)),
     max_size=25,
 )
-
-
-def model_map(maps: dict[int, int], iova: int, size: int) -> int:
-    if size == 0:
-        return -errno.EINVAL
-    if any(i < iova + size and iova < i + s for i, s in maps.items()):
-        return -errno.EEXIST
-    maps[iova] = size
-    return 0
-
-
-def model_unmap(maps: dict[int, int], iova: int, size: int, v2: bool) -> int:
-    if size == 0:
-        return -errno.EINVAL
-    hit = sorted(i for i, s in maps.items() if i < iova + size and iova < i + s)
-    if v2:
-        if any(i < iova or i + maps[i] > iova + size for i in hit):
-            return -errno.EINVAL
-    else:
-        if hit and hit[0] < iova:
-            return 0
-    return sum(maps.pop(i) for i in hit)
 
 
 @settings(max_examples=80, deadline=None)
@@ -63,11 +40,11 @@ def test_type1_matches_model(v2: bool, seq: list[tuple[str, int, int]]) -> None:
         iova, size = page * PAGE, npages * PAGE
         if op == "map":
             arg = caller.alloc(V.VfioIommuType1DmaMap(32, 3, base, iova, size).pack())
-            want = model_map(maps, iova, size)
+            want = type1_map(maps, iova, size)
             cmd = V.VFIO_IOMMU_MAP_DMA
         else:
             arg = caller.alloc(V.VfioIommuType1DmaUnmap(24, 0, iova, size).pack())
-            want = model_unmap(maps, iova, size, v2)
+            want = type1_unmap(maps, iova, size, v2)
             cmd = V.VFIO_IOMMU_UNMAP_DMA
         try:
             got = c.ioctl(caller, cmd, arg)
