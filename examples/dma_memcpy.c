@@ -3,7 +3,8 @@
  * then copies from an unmapped IOVA and into a read-only mapping fault, write nothing and
  * raise no interrupt.
  *
- *   usage: dma_memcpy GROUP BDF          (under `vfiofs run`)       */
+ *   usage: dma_memcpy GROUP BDF          the group path (under `vfiofs run`)
+ *          dma_memcpy cdev vfioX         the cdev path (VFIO_ROOT=<mountpoint> on a plain mount) */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -17,6 +18,8 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
+
+#include "iommufd_uapi.h"
 
 #define CHECK(cond, ...) do { \
     if (cond) { printf("ok   "); printf(__VA_ARGS__); printf("\n"); } \
@@ -32,9 +35,36 @@ static void wr32(uint32_t off, uint32_t v) { if (pwrite(device, &v, 4, bar0 + of
 static void wr64(uint32_t off, uint64_t v) { wr32(off, (uint32_t)v); wr32(off + 4, v >> 32); }
 static uint32_t rd32(uint32_t off) { uint32_t v = 0; if (pread(device, &v, 4, bar0 + off) != 4) { perror("pread"); exit(1); } return v; }
 
+static int iommufd = -1;
+static uint32_t ioas;
+
 static void map(int container, void *va, uint64_t iova, size_t len, uint32_t flags) {
+    if (iommufd >= 0) {  /* cdev path: the IOAS */
+        uint32_t f = IOMMU_IOAS_MAP_FIXED_IOVA | (flags & VFIO_DMA_MAP_FLAG_READ ? IOMMU_IOAS_MAP_READABLE : 0) |
+                     (flags & VFIO_DMA_MAP_FLAG_WRITE ? IOMMU_IOAS_MAP_WRITEABLE : 0);
+        struct iommu_ioas_map m = {.size = sizeof m, .flags = f, .ioas_id = ioas, .user_va = (uintptr_t)va, .length = len, .iova = iova};
+        CHECK(ioctl(iommufd, IOMMU_IOAS_MAP, &m) == 0, "IOAS_MAP iova %#llx flags %u", (unsigned long long)iova, f);
+        return;
+    }
     struct vfio_iommu_type1_dma_map m = {.argsz = sizeof m, .flags = flags, .vaddr = (uintptr_t)va, .iova = iova, .size = len};
     CHECK(ioctl(container, VFIO_IOMMU_MAP_DMA, &m) == 0, "MAP_DMA iova %#llx flags %u", (unsigned long long)iova, flags);
+}
+
+static void open_cdev(const char *name) {
+    const char *root = getenv("VFIO_ROOT") ? getenv("VFIO_ROOT") : "";
+    char path[4096];
+    snprintf(path, sizeof path, "%s/dev/vfio/devices/%s", root, name);
+    device = open(path, O_RDWR);
+    snprintf(path, sizeof path, "%s/dev/iommu", root);
+    iommufd = open(path, O_RDWR);
+    CHECK(device >= 0 && iommufd >= 0, "open the cdev and /dev/iommu");
+    struct vfio_device_bind_iommufd bind = {.argsz = sizeof bind, .iommufd = iommufd};
+    CHECK(ioctl(device, VFIO_DEVICE_BIND_IOMMUFD, &bind) == 0, "BIND_IOMMUFD");
+    struct iommu_ioas_alloc alloc = {.size = sizeof alloc};
+    CHECK(ioctl(iommufd, IOMMU_IOAS_ALLOC, &alloc) == 0, "IOAS_ALLOC");
+    ioas = alloc.out_ioas_id;
+    struct vfio_device_attach_iommufd_pt attach = {.argsz = sizeof attach, .pt_id = ioas};
+    CHECK(ioctl(device, VFIO_DEVICE_ATTACH_IOMMUFD_PT, &attach) == 0, "ATTACH_IOMMUFD_PT");
 }
 
 static int interrupted(int ev, int timeout_ms) {
@@ -46,15 +76,20 @@ static int interrupted(int ev, int timeout_ms) {
 
 int main(int argc, char **argv) {
     if (argc < 3) return 2;
-    char path[64];
-    int container = open("/dev/vfio/vfio", O_RDWR);
-    snprintf(path, sizeof path, "/dev/vfio/%s", argv[1]);
-    int group = open(path, O_RDWR);
-    CHECK(container >= 0 && group >= 0, "open container and group");
-    CHECK(ioctl(group, VFIO_GROUP_SET_CONTAINER, &container) == 0, "SET_CONTAINER");
-    CHECK(ioctl(container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU) == 0, "SET_IOMMU");
-    device = ioctl(group, VFIO_GROUP_GET_DEVICE_FD, argv[2]);
-    CHECK(device >= 0, "GET_DEVICE_FD");
+    int container = -1;
+    if (!strcmp(argv[1], "cdev")) {
+        open_cdev(argv[2]);
+    } else {
+        char path[64];
+        container = open("/dev/vfio/vfio", O_RDWR);
+        snprintf(path, sizeof path, "/dev/vfio/%s", argv[1]);
+        int group = open(path, O_RDWR);
+        CHECK(container >= 0 && group >= 0, "open container and group");
+        CHECK(ioctl(group, VFIO_GROUP_SET_CONTAINER, &container) == 0, "SET_CONTAINER");
+        CHECK(ioctl(container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU) == 0, "SET_IOMMU");
+        device = ioctl(group, VFIO_GROUP_GET_DEVICE_FD, argv[2]);
+        CHECK(device >= 0, "GET_DEVICE_FD");
+    }
     struct vfio_region_info reg = {.argsz = sizeof reg, .index = VFIO_PCI_BAR0_REGION_INDEX};
     CHECK(ioctl(device, VFIO_DEVICE_GET_REGION_INFO, &reg) == 0, "BAR0 at %#llx", (unsigned long long)reg.offset);
     bar0 = reg.offset;

@@ -274,7 +274,12 @@ def test_run_dma_memcpy_through_the_iommu_with_msix(tmp_path: Path) -> None:
         ],
         check=True,
     )
-    for group, bdf in (("0", "0000:00:04.0"), ("1", "0000:00:05.1")):
+    for group, bdf in (
+        ("0", "0000:00:04.0"),
+        ("1", "0000:00:05.1"),
+        ("cdev", "vfio0"),
+        ("cdev", "vfio2"),
+    ):
         r = vfiofs_run(str(exe), group, bdf)
         assert r.returncode == 0, r.stdout + r.stderr
         assert "FAIL" not in r.stdout
@@ -372,3 +377,16 @@ def test_iommufd_compat_container_runs_the_legacy_programs(
     )
     r = vfiofs_run(str(dma), "0", "0000:00:04.0", config=str(cfg))
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_dma_memcpy_cdev_path_on_a_plain_mount(mounted_default, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    exe = tmp_path / "dma_memcpy"
+    subprocess.run(
+        ["gcc", "-o", str(exe), str(ROOT / "examples/dma_memcpy.c")], check=True
+    )
+    env = dict(os.environ, VFIO_ROOT=str(mounted_default.mountpoint))
+    r = subprocess.run(
+        [exe, "cdev", "vfio0"], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert r.returncode == 0, r.stdout
+    assert "ok   copy done: one interrupt on the eventfd" in r.stdout
