@@ -30,17 +30,20 @@ def wait(cond, what: str, timeout: float = 10) -> None:  # type: ignore[no-untyp
         time.sleep(0.02)
 
 
-def test_sigkill_mid_cycle_leaves_no_mapping_binding_or_eventfd(mnt: Path) -> None:
+@pytest.mark.parametrize("stage", range(7))
+def test_sigkill_at_any_point_leaves_no_mapping_binding_or_eventfd(
+    mnt: Path, stage: int
+) -> None:
     mappings = mnt / "sys/kernel/debug/vfiofs/iommu_groups/0/mappings"
-    for _ in range(3):
+    for _ in range(2):
         p = subprocess.Popen(
-            [sys.executable, CLIENT, "hold", str(mnt)],
+            [sys.executable, CLIENT, "hold", str(mnt), str(stage)],
             stdout=subprocess.PIPE,
             text=True,
         )
         assert p.stdout is not None
         assert p.stdout.readline().strip() == "ready"
-        assert mappings.read_text().count("\n") == 1
+        assert mappings.read_text().count("\n") == (1 if stage >= 4 else 0)
         p.send_signal(signal.SIGKILL)
         p.wait()
         p.stdout.close()

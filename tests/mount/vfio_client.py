@@ -63,12 +63,25 @@ def memcpy(dev: int, src: int, dst: int, n: int) -> int:
 
 def main() -> None:
     mode = sys.argv[1]
-    if mode == "hold":
-        dev, ictx, ioas = setup(sys.argv[2])
+    if mode == "hold":  # hold MNT [STAGE]: stop after STAGE steps of the cycle
+        stage = int(sys.argv[3]) if len(sys.argv) > 3 else 9
+        mnt = sys.argv[2]
+        dev = os.open(f"{mnt}/dev/vfio/devices/vfio0", os.O_RDWR)
+        ictx = os.open(f"{mnt}/dev/iommu", os.O_RDWR)
+        steps = [
+            lambda: ioctl(dev, BIND, struct.pack("<IIiIQ", 24, 0, ictx, 0, 0)),
+            lambda: ioctl(ictx, IOAS_ALLOC, struct.pack("<III", 12, 0, 0)),
+            lambda: ioctl(dev, ATTACH, struct.pack("<IIII", 16, 0, 2, 0)),
+            lambda: iomap(ictx, 2, buf, 0x100000),
+            lambda: ioctl(
+                dev, SET_IRQS, struct.pack("<IIIIIi", 24, 4 | 32, 2, 0, 1, ev)
+            ),
+            lambda: memcpy(dev, 0x100000, 0x180000, 4096),
+        ]
         buf = mmap.mmap(-1, 1 << 20)
-        iomap(ictx, ioas, buf, 0x100000)
         ev = os.eventfd(0)
-        ioctl(dev, SET_IRQS, struct.pack("<IIIIIi", 24, 4 | 32, 2, 0, 1, ev))
+        for step in steps[:stage]:
+            step()
         print("ready", flush=True)
         time.sleep(3600)
     elif mode == "owner":
