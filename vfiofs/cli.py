@@ -98,10 +98,30 @@ def cmd_mount(args: argparse.Namespace) -> int:
                 on_ready=machine.attach,
             )
         )
-    except OSError as e:
-        print(f"vfiofs: {e}", file=sys.stderr)
+    except (OSError, BaseExceptionGroup) as e:  # mount refused, /dev/fuse unusable, ...
+        errors = _os_errors(e)
+        if errors is None:
+            raise
+        for err in errors:
+            print(f"vfiofs: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+def _os_errors(e: BaseException) -> list[OSError] | None:
+    """The OSErrors in ``e`` (trio wraps them in exception groups), or None if it holds
+    anything else."""
+    if isinstance(e, OSError):
+        return [e]
+    if isinstance(e, BaseExceptionGroup):
+        out: list[OSError] = []
+        for sub in e.exceptions:
+            inner = _os_errors(sub)
+            if inner is None:
+                return None
+            out += inner
+        return out
+    return None
 
 
 def cmd_umount(args: argparse.Namespace) -> int:
