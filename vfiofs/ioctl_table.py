@@ -138,6 +138,7 @@ class IoctlTable(Generic[O]):
             if argsz < minsz:
                 raise KernelError(errno.EINVAL, f"{op.name}: argsz {argsz} < {minsz}")
             st = op.struct.unpack_from(raw.ljust(op.struct.SIZE, b"\0"))
+            _trace(caller, st)
             return op.handler(obj, Ucmd(caller, arg, st, argsz))
         if op.kind is ArgKind.SIZE:
             assert op.struct is not None
@@ -147,5 +148,15 @@ class IoctlTable(Generic[O]):
                     errno.EINVAL, f"{op.name}: size {usize} < {op.min_size}"
                 )
             st = copy_struct_from_user(caller, op.struct, arg, usize)
+            _trace(caller, st)
             return op.handler(obj, Ucmd(caller, arg, st, usize))
+        if op.kind is ArgKind.VALUE:
+            _trace(caller, arg)
         return op.handler(obj, Ucmd(caller, arg))
+
+
+def _trace(caller: Caller, what: object) -> None:
+    """Record the decoded argument for ``--trace`` (callers that trace have a list)."""
+    trace: list[str] | None = getattr(caller, "trace", None)
+    if trace is not None:
+        trace.append(repr(what))

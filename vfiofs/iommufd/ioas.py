@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import itertools
 import struct
 
 import attrs
@@ -144,21 +143,21 @@ def iommufd_ioas_copy(ictx: IommufdCtx, ucmd: Ucmd) -> int:
         if a.iova > covered:
             break
         covered = a.last + 1
-    if not areas or covered <= last or any(a.mm is not areas[0].mm for a in areas):
+    if not areas or covered <= last:
         raise KernelError(errno.ENOENT, "source range is not entirely mapped")
-    first = areas[0]
-    # the copy maps the same user memory: contiguous in user VA across the areas
-    for prev, nxt in itertools.pairwise(areas):
-        if prev.user_va + prev.length != nxt.user_va:
-            raise KernelError(errno.ENOENT, "source areas are not contiguous in memory")
-    user_va = first.user_va + (c.src_iova - first.iova)
+    # iopt_get_pages(): the pieces of every source area, each mapped at its offset
+    pieces = []
+    for a in areas:
+        lo, hi = max(a.iova, c.src_iova), min(a.last, last)
+        pieces.append((lo - c.src_iova, hi - lo + 1, a.mm, a.user_va + (lo - a.iova)))
     dst = ictx.get(c.dst_ioas_id, Ioas)
     iova = c.dst_iova
     if c.flags & I.IOMMU_IOAS_MAP_FIXED_IOVA:
         _check_iova(dst.iopt, iova, c.length)
     else:
-        iova = dst.iopt.alloc_iova(c.length, user_va)
-    dst.iopt.map(iova, c.length, first.mm, user_va, c.flags & RW)
+        iova = dst.iopt.alloc_iova(c.length, pieces[0][3])
+    for off, length, mm, user_va in pieces:
+        dst.iopt.map(iova + off, length, mm, user_va, c.flags & RW)
     ucmd.respond(attrs.evolve(c, dst_iova=iova))
     return 0
 

@@ -116,7 +116,7 @@ class Dispatcher:
         try:
             return op(req)
         except KernelError as e:
-            self.note = str(e)
+            self.note = f"{self.note} {e}".strip()
             if e.msg:
                 log.debug("%s: %s", type(req).__name__, e)
             return self.conn.reply_error(req, e.errno)
@@ -340,21 +340,27 @@ class Dispatcher:
             # our own pidfd_getfd duplicate asks which handle it is (peer.FdResolver)
             if self.procs.tgid(req.header.pid) != os.getpid():
                 raise KernelError(errno.ENOTTY)
+            if self.tracing:
+                self.note = "vfiofs fd lookup"
             return self.conn.reply_ioctl(req, h.fh)
         ioctl = getattr(h.file, "ioctl", None)
         if ioctl is None:
             raise KernelError(errno.ENOTTY)
-        if self.tracing:
-            namer = getattr(h.file, "ioctl_name", None)
-            self.note = (namer(cmd) if namer else None) or f"cmd={cmd:#x}"
         hdr = req.header
         caller = RequestCaller(hdr.pid, hdr.uid, hdr.gid, self.procs)
         arg = a.arg
+        if self.tracing:
+            namer = getattr(h.file, "ioctl_name", None)
+            self.note = (namer(cmd) if namer else None) or f"cmd={cmd:#x}"
+            caller.trace = []
         try:
             return self.conn.reply_ioctl(req, ioctl(caller, cmd, arg))
         except (WouldBlock, NeedFds) as e:
             attempt = lambda: self.conn.reply_ioctl(req, ioctl(caller, cmd, arg))  # noqa: E731
             raise Parked(req, attempt, caller, e) from None
+        finally:
+            if caller.trace:
+                self.note += "(" + ", ".join(caller.trace) + ")"
 
     def op_poll(self, req: rq.Poll) -> bytes:
         a = req.arg

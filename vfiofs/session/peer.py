@@ -326,13 +326,12 @@ class RequestCaller:
     """The `vfiofs.uaccess.Caller` of one FUSE request (built for every request, so a
     plain slotted class rather than attrs)."""
 
-    __slots__ = ("_mm", "gid", "procs", "resolved", "tid", "uid")
+    __slots__ = ("_mm", "gid", "procs", "resolved", "tid", "trace", "uid")
 
     def __init__(self, tid: int, uid: int, gid: int, procs: ProcessTable) -> None:
         self.tid, self.uid, self.gid, self.procs = tid, uid, gid, procs
-        self.resolved: dict[int, FileRef | KernelError] | None = (
-            None  # set by the session
-        )
+        self.resolved: dict[int, FileRef | KernelError] | None = None  # by the session
+        self.trace: list[str] | None = None  # decoded ioctl arguments, with --trace
         self._mm: ProcessMemory | None = None
 
     @property
