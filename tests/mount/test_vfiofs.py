@@ -390,3 +390,29 @@ def test_dma_memcpy_cdev_path_on_a_plain_mount(mounted_default, tmp_path: Path) 
     )
     assert r.returncode == 0, r.stdout
     assert "ok   copy done: one interrupt on the eventfd" in r.stdout
+
+
+def test_run_in_a_user_namespace(legacy, cdev_example) -> None:  # type: ignore[no-untyped-def]
+    """The recipe `vfiofs run` uses without root (VFIOFS_USERNS=1 takes it as root too):
+    a user namespace, /dev rebuilt from bind mounts, the tree's sysfs bound over the host's."""
+    before = Path("/proc/self/mountinfo").read_text()
+    env = dict(os.environ, VFIOFS_USERNS="1")
+    script = f"cat /proc/self/uid_map && {legacy} 0 0000:00:04.0 && {cdev_example} 0000:00:05.0 && echo x > /dev/null"
+    r = subprocess.run(
+        [*VFIOFS, "run", "--", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=env,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "FAIL" not in r.stdout
+    assert r.stdout.split()[:3] == [
+        "0",
+        str(os.getuid()),
+        "1",
+    ]  # inside a user namespace
+    assert "done, 0 failures" in r.stdout
+    assert r.stdout.strip().endswith("done")
+    assert Path("/proc/self/mountinfo").read_text() == before

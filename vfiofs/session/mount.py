@@ -89,6 +89,11 @@ def _fusermount(mountpoint: str, opts: MountOptions) -> int:
     exe = shutil.which("fusermount3")
     if exe is None:
         raise OSError(errno.EPERM, "not root and no fusermount3 (Debian package fuse3)")
+    if opts.allow_other and not _user_allow_other():
+        # fusermount3 refuses allow_other to users unless /etc/fuse.conf allows it; our own
+        # processes (the same uid, also inside `vfiofs run`'s user namespace) do not need it
+        log.info("mounting without allow_other (no user_allow_other in /etc/fuse.conf)")
+        opts = attrs.evolve(opts, allow_other=False)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     with ours, theirs:
         env = dict(os.environ, _FUSE_COMMFD=str(theirs.fileno()))
@@ -109,6 +114,14 @@ def _fusermount(mountpoint: str, opts: MountOptions) -> int:
         raise OSError(errno.EIO, "fusermount3 sent no fd")
     os.set_blocking(fds[0], False)
     return fds[0]
+
+
+def _user_allow_other() -> bool:
+    try:
+        with open("/etc/fuse.conf") as f:
+            return any(line.split("#")[0].strip() == "user_allow_other" for line in f)
+    except OSError:
+        return False
 
 
 def unmount(mountpoint: str) -> None:

@@ -17,6 +17,7 @@ import os
 from typing import Final
 
 CLONE_NEWNS: Final = 0x20000
+CLONE_NEWUSER: Final = 0x10000000
 MS_RDONLY: Final = 0x1
 MS_NOSUID: Final = 0x2
 MS_BIND: Final = 0x1000
@@ -125,9 +126,82 @@ def overlay_sys(tree_sys: str) -> None:
             )
 
 
-def setup(mountpoint: str, scratch: str) -> None:
-    """Everything above, in a fresh mount namespace of the calling process."""
-    unshare_mount_namespace()
+# Without root (a user namespace) overlayfs refuses /dev (it has locked submounts) and
+# sysfs as a lower layer, so that mode rebuilds /dev on a tmpfs from bind mounts and binds
+# the tree's sysfs directories over the host's (hiding the host's entries there).
+SYSFS_BINDS: Final = (
+    "bus/pci/devices",
+    "devices/pci0000:00",
+    "kernel/iommu_groups",
+    "kernel/debug",
+)
+
+
+def enter_user_namespace() -> None:
+    """A user namespace where we are root (mapped to our own uid and gid), owning a new
+    mount namespace: what makes the mounts below possible without privileges."""
+    uid, gid = os.getuid(), os.getgid()
+    _check(
+        _libc.unshare(CLONE_NEWUSER | CLONE_NEWNS), "unshare(CLONE_NEWUSER|CLONE_NEWNS)"
+    )
+    for name, value in (
+        ("setgroups", "deny"),
+        ("uid_map", f"0 {uid} 1"),
+        ("gid_map", f"0 {gid} 1"),
+    ):
+        with open(f"/proc/self/{name}", "w") as f:
+            f.write(value)
+
+
+def rebuild_dev(tree_dev: str, scratch: str) -> None:
+    """/dev as a tmpfs holding bind mounts of the host's entries, plus the tree's."""
+    keep: list[tuple[str, int]] = []
+    links: list[tuple[str, str]] = []
+    for name in sorted(os.listdir("/dev")):
+        path = os.path.join("/dev", name)
+        if os.path.islink(path):
+            links.append((name, os.readlink(path)))
+        else:
+            keep.append((name, os.open(path, os.O_PATH | os.O_CLOEXEC | os.O_NOFOLLOW)))
+    mount("tmpfs", "/dev", "tmpfs", MS_NOSUID, "mode=755,size=1m")
+    for name, fd in keep:
+        target = os.path.join("/dev", name)
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            os.mkdir(target)
+        else:
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o600))
+        mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
+        os.close(fd)
+    for name, dest in links:
+        os.symlink(dest, os.path.join("/dev", name))
+    if os.path.isdir(os.path.join(tree_dev, "vfio")):
+        os.mkdir("/dev/vfio")
+        mount(os.path.join(tree_dev, "vfio"), "/dev/vfio", None, MS_BIND)
+    if os.path.exists(os.path.join(tree_dev, "iommu")):
+        if not os.path.exists("/dev/iommu"):
+            os.close(os.open("/dev/iommu", os.O_CREAT | os.O_WRONLY, 0o660))
+        mount(os.path.join(tree_dev, "iommu"), "/dev/iommu", None, MS_BIND)
+    del scratch  # the tmpfs is /dev itself
+
+
+def bind_sys(tree_sys: str) -> None:
+    for rel in SYSFS_BINDS:
+        ours, host = os.path.join(tree_sys, rel), os.path.join("/sys", rel)
+        if os.path.isdir(ours) and os.path.isdir(host):
+            mount(ours, host, None, MS_BIND)
+
+
+def setup(mountpoint: str, scratch: str, *, user_namespace: bool = False) -> None:
+    """Everything above, in a fresh mount namespace of the calling process; inside a new
+    user namespace when ``user_namespace`` (`vfiofs run` without root)."""
+    if user_namespace:
+        enter_user_namespace()
+    else:
+        unshare_mount_namespace()
     mount(None, "/", None, MS_REC | MS_PRIVATE)
+    if user_namespace:
+        rebuild_dev(os.path.join(mountpoint, "dev"), scratch)
+        bind_sys(os.path.join(mountpoint, "sys"))
+        return
     overlay_dev(os.path.join(mountpoint, "dev"), scratch)
     overlay_sys(os.path.join(mountpoint, "sys"))
