@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..errors import KernelError
 from .group import IommuGroup
-from .pagetable import IOMMU_READ, IOMMU_WRITE, PAGE_SIZE
+from .pagetable import IOMMU_READ, IOMMU_WRITE
 
 
 class DmaFault(Exception):
@@ -32,7 +32,8 @@ def _chunks(
             raise DmaFault(pos, "unmapped")
         if not t.prot & prot:
             raise DmaFault(pos, "no-write" if prot == IOMMU_WRITE else "no-read")
-        n = min(end - pos, PAGE_SIZE - (pos % PAGE_SIZE))
+        # a leaf maps contiguously: step by its size (4K, 2M, 1G; 2K on the mock)
+        n = min(end - pos, t.page_size - (pos % t.page_size))
         if out and out[-1][0] is t.owner and out[-1][1] + out[-1][2] == t.vaddr:
             owner, vaddr, length = out[-1]
             out[-1] = (owner, vaddr, length + n)
@@ -54,7 +55,8 @@ def dma_read(group: IommuGroup, iova: int, size: int) -> bytes:
 
 
 def dma_write(group: IommuGroup, iova: int, data: bytes) -> None:
-    """Write ``data`` at ``iova``; every page is checked before any byte is written."""
+    """Write ``data`` at ``iova``; every page is checked before any byte is written.
+    With dirty tracking on, the IO pages written are marked dirty."""
     pos = 0
     for owner, vaddr, n in _chunks(group, iova, len(data), IOMMU_WRITE):
         try:
@@ -62,3 +64,6 @@ def dma_write(group: IommuGroup, iova: int, data: bytes) -> None:
         except KernelError as e:
             raise DmaFault(iova + pos, f"memory: {e}") from None
         pos += n
+    dirty = group.domain.dirty_pt  # type: ignore[union-attr]  # _chunks checked it
+    if dirty is not None:
+        dirty.record_dirty(iova, len(data))

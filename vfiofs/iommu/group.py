@@ -10,6 +10,7 @@ import attrs
 
 from ..errors import KernelError
 from .domain import IommuDomain
+from .driver import IommuDriver
 
 MSI_WINDOW = (0xFEE00000, 0xFEEFFFFF, "msi")  # the x86 interrupt window
 DMA_SAFE_DRIVERS = frozenset({"vfio-pci", "pci-stub", ""})
@@ -25,6 +26,9 @@ class IommuGroup:
     domain: IommuDomain | None = None
     owner: object | None = None
     reserved_regions: list[tuple[int, int, str]] = attrs.Factory(list)
+    driver: IommuDriver = attrs.Factory(IommuDriver)  # the IOMMU behind the group
+    # PASID -> domain (iommu_attach_device_pasid); PASID 0 is ``domain``
+    pasid_domains: dict[int, IommuDomain] = attrs.Factory(dict)
 
     def __attrs_post_init__(self) -> None:
         if not self.noiommu and not self.reserved_regions:

@@ -9,6 +9,11 @@ one list slice assignment, and a 1 GiB map of aligned memory is a single entry.
 
 This table is the single source of truth for what a device may reach: DMA translates
 through it, page by page.
+
+Dirty tracking (IOMMU_HWPT_SET_DIRTY_TRACKING) is off until `set_dirty_tracking`; then
+``dirty`` maps the IOVA of each leaf a device wrote to the leaf's size, as hardware sets
+the dirty bit of the IOPTE it wrote through (a write into a 2 MiB leaf dirties the whole
+leaf). With tracking off, ``dirty`` is None and DMA pays nothing for it.
 """
 
 from __future__ import annotations
@@ -78,6 +83,9 @@ class IoPageTable:
         self.levels = (address_width - PAGE_SHIFT) // 9
         self.root: _Table = [None] * ENTRIES
         self.mapped_bytes = 0
+        self.dirty: dict[int, int] | None = (
+            None  # leaf iova -> leaf size, when tracking
+        )
 
     # --- checks ------------------------------------------------------------------------
 
@@ -154,7 +162,49 @@ class IoPageTable:
         self._check(iova, size)
         freed = self._clear(self.root, self.levels, 0, iova, iova + size)
         self.mapped_bytes -= freed
+        if self.dirty:
+            # the IOPTEs are gone, and their dirty bits with them
+            end = iova + size
+            for leaf in [
+                a for a, n in self.dirty.items() if a >= iova and a + n <= end
+            ]:
+                del self.dirty[leaf]
         return freed
+
+    # --- dirty tracking ----------------------------------------------------------------
+
+    def set_dirty_tracking(self, enable: bool) -> None:
+        """Start (with every dirty bit clear) or stop recording DMA writes."""
+        self.dirty = {} if enable else None
+
+    def record_dirty(self, iova: int, size: int) -> None:
+        """A device wrote ``[iova, iova+size)``: set the dirty bit of every leaf it
+        went through (no-op while tracking is off or where nothing is mapped)."""
+        dirty = self.dirty
+        if dirty is None:
+            return
+        pos, end = iova, iova + size
+        while pos < end:
+            t = self.translate(pos)
+            step = t.page_size if t is not None else PAGE_SIZE
+            leaf = pos & ~(step - 1)
+            if t is not None:
+                dirty[leaf] = step
+            pos = leaf + step
+
+    def read_and_clear_dirty(
+        self, iova: int, size: int, *, clear: bool = True
+    ) -> list[tuple[int, int]]:
+        """The dirty leaves ``(iova, size)`` that meet ``[iova, iova+size)``, sorted;
+        their bits are cleared unless ``clear`` is False (NO_CLEAR)."""
+        if not self.dirty:
+            return []
+        end = iova + size
+        out = sorted((a, n) for a, n in self.dirty.items() if a < end and a + n > iova)
+        if clear:
+            for a, _ in out:
+                del self.dirty[a]
+        return out
 
     def _clear(self, table: _Table, level: int, base: int, lo: int, hi: int) -> int:
         shift = level_shift(level)
