@@ -62,6 +62,20 @@ class AddressSpace(Protocol):
         ...
 
 
+class FileMemory(Protocol):
+    """A caller's file mapped into the daemon (IOAS_MAP_FILE): read and write at file
+    offsets, as DMA through an area of the file does. Kept until ``close``."""
+
+    tgid: int  # the process that handed it over
+    size: int  # the file's size when it was taken
+    shmem: bool  # a memfd / tmpfs / hugetlbfs file (memfd_pin_folios takes only those)
+    locked_vm: int
+
+    def read(self, addr: int, size: int) -> bytes: ...
+    def write(self, addr: int, data: bytes) -> None: ...
+    def close(self) -> None: ...
+
+
 class EventFd(Protocol):
     """An eventfd the daemon holds for a caller (SET_IRQS), like ``eventfd_ctx``."""
 
@@ -91,6 +105,15 @@ class ForeignFile:
 
     kind: str
     _eventfd: EventFd | None = None
+    _file: FileMemory | None = None  # kind "file": the caller's regular file / memfd
+
+    def take_file(self) -> FileMemory:
+        """Take the memory of a regular file or memfd (IOAS_MAP_FILE). Raises
+        KernelError(EBADF) if the fd is not one."""
+        if self.kind != "file" or self._file is None:
+            raise KernelError(errno.EBADF, "not a regular file or memfd")
+        mem, self._file = self._file, None
+        return mem
 
     def take_eventfd(self) -> EventFd:
         """Take ownership of the eventfd. Raises KernelError(EINVAL) if it is not one."""
@@ -104,6 +127,9 @@ class ForeignFile:
         if self._eventfd is not None:
             self._eventfd.close()
             self._eventfd = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 FileRef = OurFile | ForeignFile
@@ -153,6 +179,15 @@ class Caller(Protocol):
 
     def capable(self, cap: int) -> bool:
         """Whether the caller has capability ``cap`` (CAP_SYS_RAWIO, ...)."""
+        ...
+
+    def install_fd(self, file: object, addr: int | None) -> int:
+        """Give the caller a new fd (O_CLOEXEC) for ``file``, one of our open files,
+        as ``get_unused_fd_flags`` + ``fd_install`` do. The number is written as a u32
+        at ``addr`` (a struct's ``out_..._fd``), or is the ioctl's return value when
+        ``addr`` is None. Call it last, once nothing can fail. Raises
+        KernelError(EOPNOTSUPP) where the session cannot create fds in the caller (a
+        plain mount: a FUSE reply cannot, design fact 6)."""
         ...
 
 
@@ -266,6 +301,13 @@ class FakeCaller:
 
     def capable(self, cap: int) -> bool:
         return cap in self.caps
+
+    def install_fd(self, file: object, addr: int | None) -> int:
+        fd = max([2, *self.fds]) + 1
+        self.fds[fd] = OurFile(file)
+        if addr is not None:
+            self.copy_to_user(addr, fd.to_bytes(4, "little"))
+        return fd
 
     # convenience for tests: place bytes in the fake memory and get their address
     def alloc(self, data: bytes | int, *, align: int = 8) -> int:

@@ -18,7 +18,6 @@ import attrs
 from ..errors import KernelError
 from ..iommu.domain import IommuDomain
 from ..iommu.pagetable import IOMMU_READ, IOMMU_WRITE
-from ..uaccess import AddressSpace
 
 U64_MAX = (1 << 64) - 1
 PAGE = 4096
@@ -26,11 +25,21 @@ PAGE = 4096
 
 @attrs.define(eq=False)
 class Area:
+    """``struct iopt_area``: ``mm`` holds the bytes (a process's memory, or a mapped
+    file for IOAS_MAP_FILE, ``user_va`` then a file offset); ``acct`` is whose
+    RLIMIT_MEMLOCK the pinned pages are charged to (``mm`` unless a file)."""
+
     iova: int
     length: int
-    mm: AddressSpace
+    mm: Any  # an AddressSpace, or a uaccess.FileMemory
     user_va: int
     prot: int
+    acct: Any = None
+    num_accesses: int = 0  # iommufd_access pins on this area
+
+    @property
+    def account(self) -> Any:
+        return self.mm if self.acct is None else self.acct
 
     @property
     def last(self) -> int:
@@ -48,10 +57,12 @@ class IoPagetable:
     allowed: list[tuple[int, int]] | None = None
     domains: list[IommuDomain] = attrs.Factory(list)
     huge_pages: bool = True
+    accesses: list[Any] = attrs.Factory(list)  # attached iommufd_access
 
     @property
     def iova_alignment(self) -> int:
-        return PAGE if self.domains else 1
+        """iopt_calculate_iova_alignment(): the largest smallest-page of the domains."""
+        return max((d.min_page_size for d in self.domains), default=1)
 
     def reserved_ranges(self) -> list[tuple[int, int]]:
         out = sorted(r for ranges in self.reserved.values() for r in ranges)
@@ -107,11 +118,17 @@ class IoPagetable:
         raise KernelError(errno.ENOSPC, "no free IOVA range fits")
 
     def map(
-        self, iova: int, length: int, mm: AddressSpace, user_va: int, prot: int
+        self,
+        iova: int,
+        length: int,
+        mm: Any,
+        user_va: int,
+        prot: int,
+        acct: Any = None,
     ) -> Area:
         """Add an area (caller checked alignment and overlap) and map it into every domain,
         charging the pinned pages."""
-        area = Area(iova, length, mm, user_va, prot)
+        area = Area(iova, length, mm, user_va, prot, acct)
         if self.domains:
             self._pin(area)
         for d in self.domains:
@@ -120,7 +137,7 @@ class IoPagetable:
         return area
 
     def _pin(self, area: Area) -> None:
-        mm = area.mm
+        mm = area.account
         limit = mm.memlock_limit()
         if limit >= 0 and mm.locked_vm + area.length > limit:
             raise KernelError(errno.ENOMEM, "RLIMIT_MEMLOCK exceeded")
@@ -130,11 +147,33 @@ class IoPagetable:
         for d in self.domains:
             d.unmap(area.iova, area.length)
         if self.domains:
-            area.mm.locked_vm -= area.length
+            area.account.locked_vm -= area.length
         self.areas.remove(area)
 
+    def unmap_area(self, area: Area) -> None:
+        """Remove an area for IOAS_UNMAP: access holders that pinned part of it are
+        told to unpin first; EBUSY if one does not (iopt_unmap_iova_range)."""
+        if area.num_accesses:
+            from .access import iommufd_access_notify_unmap
+
+            iommufd_access_notify_unmap(self, area.iova, area.length)
+            if area.num_accesses:
+                raise KernelError(errno.EBUSY, "pages are pinned by an access")
+        self.remove(area)
+
     def add_domain(self, domain: IommuDomain) -> None:
-        """Load every area into a newly attached domain (pinning on the first one)."""
+        """Load every area into a newly attached domain (pinning on the first one).
+        The domain's aperture becomes reserved; EADDRINUSE when an area lies outside
+        it or is not aligned to the domain's page size (iopt_table_add_domain)."""
+        lo, hi, align = domain.aperture_start, domain.aperture_end, domain.min_page_size
+        for a in self.areas:
+            if a.iova < lo or a.last > hi or a.iova % align or a.length % align:
+                raise KernelError(
+                    errno.EADDRINUSE, f"area {a.iova:#x}+{a.length:#x} does not fit"
+                )
+        outside = [(0, lo - 1)] if lo else []
+        if hi < U64_MAX:
+            outside.append((hi + 1, U64_MAX))
         first = not self.domains
         if first:
             pinned: list[Area] = []
@@ -144,19 +183,22 @@ class IoPagetable:
                     pinned.append(a)
             except KernelError:
                 for a in pinned:
-                    a.mm.locked_vm -= a.length
+                    a.account.locked_vm -= a.length
                 raise
         for a in self.areas:
             domain.map(a.iova, a.length, a.mm, a.user_va, _iommu_prot(a.prot))
         self.domains.append(domain)
+        if outside:
+            self.reserved[domain] = outside
 
     def remove_domain(self, domain: IommuDomain) -> None:
         for a in self.areas:
             domain.unmap(a.iova, a.length)
         self.domains.remove(domain)
+        self.reserved.pop(domain, None)
         if not self.domains:
             for a in self.areas:
-                a.mm.locked_vm -= a.length
+                a.account.locked_vm -= a.length
 
 
 def _iommu_prot(prot: Any) -> int:

@@ -169,8 +169,8 @@ def iommufd_ioas_unmap(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     if c.iova == 0 and c.length == U64_MAX:
         unmapped = 0
         for a in list(iopt.areas):
+            iopt.unmap_area(a)
             unmapped += a.length
-            iopt.remove(a)
     else:
         if c.iova >= U64_MAX or c.length >= U64_MAX:
             raise KernelError(errno.EOVERFLOW, "iova or length")
@@ -184,8 +184,8 @@ def iommufd_ioas_unmap(ictx: IommufdCtx, ucmd: Ucmd) -> int:
             if a.iova < c.iova or a.last > last:
                 # mappings are never split; what was removed before stays removed
                 raise KernelError(errno.ENOENT, "range bisects a mapping")
+            iopt.unmap_area(a)  # EBUSY while an access holds it
             unmapped += a.length
-            iopt.remove(a)
         if not unmapped:
             raise KernelError(errno.ENOENT, "nothing mapped in the range")
     ucmd.respond(attrs.evolve(c, length=unmapped))
@@ -208,3 +208,81 @@ def iommufd_vfio_ioas(ictx: IommufdCtx, ucmd: Ucmd) -> int:
         ictx.compat_ioas = None
         return 0
     raise KernelError(errno.EOPNOTSUPP, f"op {c.op}")
+
+
+def iommufd_ioas_map_file(ictx: IommufdCtx, ucmd: Ucmd) -> int:
+    """IOAS_MAP_FILE: map ``length`` bytes of the caller's memfd from ``start``. The
+    daemon maps its own duplicate of the file (pidfd_getfd), so device DMA reads and
+    writes the file's pages; the pinned pages are charged to the caller."""
+    from ..uaccess import ForeignFile
+
+    c = ucmd.cmd
+    if c.iova >= U64_MAX or c.length >= U64_MAX:
+        raise KernelError(errno.EOVERFLOW, "iova or length")
+    if c.flags & ~(I.IOMMU_IOAS_MAP_FIXED_IOVA | RW):
+        raise KernelError(errno.EOPNOTSUPP, "flags")
+    if not c.flags & RW:
+        raise KernelError(errno.EINVAL, "neither READABLE nor WRITEABLE")
+    ioas = ictx.get(c.ioas_id, Ioas)
+    if c.fd < 0:
+        raise KernelError(errno.EBADF, f"fd {c.fd}")
+    ref = ucmd.caller.fget(c.fd)  # before any state changes (NeedFds)
+    if not isinstance(ref, ForeignFile) or ref.kind != "file":
+        raise KernelError(errno.EBADF, f"fd {c.fd} is not a memfd or regular file")
+    iopt = ioas.iopt
+    if c.length == 0 or c.length % max(iopt.iova_alignment, 1):
+        raise KernelError(errno.EINVAL, "length")
+    if c.start + c.length > U64_MAX:
+        raise KernelError(errno.EOVERFLOW, "start + length")
+    mem = ref.take_file()
+    try:
+        if not mem.shmem:
+            # memfd_pin_folios() pins only shmem and hugetlbfs folios
+            raise KernelError(errno.EINVAL, "not a memfd, tmpfs or hugetlbfs file")
+        if c.start + c.length > mem.size:
+            raise KernelError(errno.EINVAL, "past the end of the file")
+        iova = c.iova
+        if c.flags & I.IOMMU_IOAS_MAP_FIXED_IOVA:
+            _check_iova(iopt, iova, c.length)
+        else:
+            iova = iopt.alloc_iova(c.length, c.start)
+        if c.start % 4096 != iova % 4096:
+            raise KernelError(errno.EINVAL, "start and iova page offsets differ")
+        iopt.map(iova, c.length, mem, c.start, c.flags & RW, acct=ucmd.caller.mm)
+    except BaseException:
+        mem.close()
+        raise
+    ucmd.respond(attrs.evolve(c, iova=iova))
+    return 0
+
+
+def iommufd_ioas_change_process(ictx: IommufdCtx, ucmd: Ucmd) -> int:
+    """IOAS_CHANGE_PROCESS: every area of every IOAS must be file-backed (EINVAL
+    otherwise); their pinned pages are charged to the caller instead, all or nothing
+    (ENOMEM past the caller's RLIMIT_MEMLOCK)."""
+    c = ucmd.cmd
+    if c.reserved:
+        raise KernelError(errno.EOPNOTSUPP, "reserved")
+    new = ucmd.caller.mm
+    areas = [
+        a for o in ictx.objects.values() if isinstance(o, Ioas) for a in o.iopt.areas
+    ]
+    if any(a.acct is None for a in areas):
+        raise KernelError(errno.EINVAL, "a mapping is not from IOAS_MAP_FILE")
+    moving = [
+        (a, o.iopt.domains != [])
+        for o in ictx.objects.values()
+        if isinstance(o, Ioas)
+        for a in o.iopt.areas
+        if a.acct is not new
+    ]
+    charge = sum(a.length for a, pinned in moving if pinned)
+    limit = new.memlock_limit()
+    if charge and limit >= 0 and new.locked_vm + charge > limit:
+        raise KernelError(errno.ENOMEM, "RLIMIT_MEMLOCK of the new process")
+    for a, pinned in moving:
+        if pinned:
+            a.account.locked_vm -= a.length
+            new.locked_vm += a.length
+        a.acct = new
+    return 0

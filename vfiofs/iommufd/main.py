@@ -46,7 +46,9 @@ class IommufdCtx:
     compat_type: int = 0  # SET_IOMMU's type, 0 before
     no_iommu_mode: bool = False
     closed: bool = False
-    devices_bound: int = 0
+    devices_bound: int = 0  # files that keep the context (device fds, eventq fds)
+    iommufd_test: bool = False  # CONFIG_IOMMUFD_TEST: IOMMU_TEST_CMD is served
+    selftest: Any = None  # the mock driver's per-context state (selftest.py)
 
     # --- objects -------------------------------------------------------------------------
 
@@ -76,10 +78,14 @@ class IommufdCtx:
     def ioctl_name(self, cmd: int) -> str | None:
         from .vfio_compat import COMPAT_IOCTLS
 
+        if cmd == TEST_CMD and self.iommufd_test:
+            return TEST_OP.name
         return IOCTLS.name(cmd) or COMPAT_IOCTLS.name(cmd)
 
     def ioctl(self, caller: Caller, cmd: int, arg: int) -> int:
         op = IOCTLS.ops.get(cmd)
+        if op is None and cmd == TEST_CMD and self.iommufd_test:
+            op = TEST_OP
         if op is None:
             from .vfio_compat import iommufd_vfio_ioctl
 
@@ -92,11 +98,18 @@ class IommufdCtx:
         self.closed = True
         self._destroy_unreferenced()
 
-    def unbound(self) -> None:
-        """A device fd let go of this context."""
+    def file_opened(self) -> None:
+        """A file (a bound device fd, a FAULT or vEVENTQ fd) takes a reference on
+        the context (``iommufd_ctx_get``)."""
+        self.devices_bound += 1
+
+    def file_closed(self) -> None:
+        """Such a file let go of this context (``iommufd_ctx_put``)."""
         self.devices_bound -= 1
         if self.closed:
             self._destroy_unreferenced()
+
+    unbound = file_closed
 
     def _destroy_unreferenced(self) -> None:
         progress = True
@@ -163,9 +176,21 @@ def iommufd_option(ictx: IommufdCtx, ucmd: Ucmd) -> int:
 
 
 def _table() -> IoctlTable[IommufdCtx]:
+    """main.c's ``iommufd_ioctl_ops``, sorted by name as there."""
     from . import ioas as A
     from .device import iommufd_get_hw_info
-    from .hw_pagetable import iommufd_hwpt_alloc
+    from .eventq import iommufd_fault_alloc, iommufd_veventq_alloc
+    from .hw_pagetable import (
+        iommufd_hwpt_alloc,
+        iommufd_hwpt_get_dirty_bitmap,
+        iommufd_hwpt_invalidate,
+        iommufd_hwpt_set_dirty_tracking,
+    )
+    from .viommu import (
+        iommufd_hw_queue_alloc_ioctl,
+        iommufd_vdevice_alloc_ioctl,
+        iommufd_viommu_alloc_ioctl,
+    )
 
     def op(cmd: int, name: str, fn: Any, st: Any, last: str) -> IoctlOp[IommufdCtx]:
         return IoctlOp(cmd, name, fn, ArgKind.SIZE, st, last)
@@ -174,6 +199,13 @@ def _table() -> IoctlTable[IommufdCtx]:
         [
             op(I.IOMMU_DESTROY, "IOMMU_DESTROY", iommufd_destroy, I.IommuDestroy, "id"),
             op(
+                I.IOMMU_FAULT_QUEUE_ALLOC,
+                "IOMMU_FAULT_QUEUE_ALLOC",
+                iommufd_fault_alloc,
+                I.IommuFaultAlloc,
+                "out_fault_fd",
+            ),
+            op(
                 I.IOMMU_GET_HW_INFO,
                 "IOMMU_GET_HW_INFO",
                 iommufd_get_hw_info,
@@ -181,10 +213,38 @@ def _table() -> IoctlTable[IommufdCtx]:
                 "reserved",
             ),
             op(
+                I.IOMMU_HW_QUEUE_ALLOC,
+                "IOMMU_HW_QUEUE_ALLOC",
+                iommufd_hw_queue_alloc_ioctl,
+                I.IommuHwQueueAlloc,
+                "length",
+            ),
+            op(
                 I.IOMMU_HWPT_ALLOC,
                 "IOMMU_HWPT_ALLOC",
                 iommufd_hwpt_alloc,
                 I.IommuHwptAlloc,
+                "reserved",
+            ),
+            op(
+                I.IOMMU_HWPT_GET_DIRTY_BITMAP,
+                "IOMMU_HWPT_GET_DIRTY_BITMAP",
+                iommufd_hwpt_get_dirty_bitmap,
+                I.IommuHwptGetDirtyBitmap,
+                "data",
+            ),
+            op(
+                I.IOMMU_HWPT_INVALIDATE,
+                "IOMMU_HWPT_INVALIDATE",
+                iommufd_hwpt_invalidate,
+                I.IommuHwptInvalidate,
+                "reserved",
+            ),
+            op(
+                I.IOMMU_HWPT_SET_DIRTY_TRACKING,
+                "IOMMU_HWPT_SET_DIRTY_TRACKING",
+                iommufd_hwpt_set_dirty_tracking,
+                I.IommuHwptSetDirtyTracking,
                 "reserved",
             ),
             op(
@@ -200,6 +260,13 @@ def _table() -> IoctlTable[IommufdCtx]:
                 A.iommufd_ioas_allow_iovas,
                 I.IommuIoasAllowIovas,
                 "allowed_iovas",
+            ),
+            op(
+                I.IOMMU_IOAS_CHANGE_PROCESS,
+                "IOMMU_IOAS_CHANGE_PROCESS",
+                A.iommufd_ioas_change_process,
+                I.IommuIoasChangeProcess,
+                "reserved",
             ),
             op(
                 I.IOMMU_IOAS_COPY,
@@ -223,6 +290,13 @@ def _table() -> IoctlTable[IommufdCtx]:
                 "iova",
             ),
             op(
+                I.IOMMU_IOAS_MAP_FILE,
+                "IOMMU_IOAS_MAP_FILE",
+                A.iommufd_ioas_map_file,
+                I.IommuIoasMapFile,
+                "iova",
+            ),
+            op(
                 I.IOMMU_IOAS_UNMAP,
                 "IOMMU_IOAS_UNMAP",
                 A.iommufd_ioas_unmap,
@@ -231,14 +305,53 @@ def _table() -> IoctlTable[IommufdCtx]:
             ),
             op(I.IOMMU_OPTION, "IOMMU_OPTION", iommufd_option, I.IommuOption, "val64"),
             op(
+                I.IOMMU_VDEVICE_ALLOC,
+                "IOMMU_VDEVICE_ALLOC",
+                iommufd_vdevice_alloc_ioctl,
+                I.IommuVdeviceAlloc,
+                "virt_id",
+            ),
+            op(
+                I.IOMMU_VEVENTQ_ALLOC,
+                "IOMMU_VEVENTQ_ALLOC",
+                iommufd_veventq_alloc,
+                I.IommuVeventqAlloc,
+                "out_veventq_fd",
+            ),
+            op(
                 I.IOMMU_VFIO_IOAS,
                 "IOMMU_VFIO_IOAS",
                 A.iommufd_vfio_ioas,
                 I.IommuVfioIoas,
                 "reserved",
             ),
+            op(
+                I.IOMMU_VIOMMU_ALLOC,
+                "IOMMU_VIOMMU_ALLOC",
+                iommufd_viommu_alloc_ioctl,
+                I.IommuViommuAlloc,
+                "out_viommu_id",
+            ),
         ]
     )
 
 
+def _test_op() -> IoctlOp[IommufdCtx]:
+    """IOMMU_TEST_CMD: in the table only where CONFIG_IOMMUFD_TEST is (the topology's
+    ``iommufd_test = true``); elsewhere the number is unknown (ENOTTY)."""
+    from ..abi import iommufd_test as T
+    from .selftest import iommufd_test
+
+    return IoctlOp(
+        T.IOMMU_TEST_CMD,
+        "IOMMU_TEST_CMD",
+        iommufd_test,
+        ArgKind.SIZE,
+        T.IommuTestCmd,
+        "last",
+    )
+
+
 IOCTLS: IoctlTable[IommufdCtx] = _table()  # after the classes: the handlers import them
+TEST_OP: IoctlOp[IommufdCtx] = _test_op()
+TEST_CMD: int = TEST_OP.cmd
