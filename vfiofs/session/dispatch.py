@@ -283,8 +283,10 @@ class Dispatcher:
         def attempt() -> bytes:
             h = self.tree.open(caller, req.nodeid, flags)
             self.note = f"fh={h.fh}"
+            # event queue fds are streams (nonseekable_open): FOPEN_STREAM etc.
+            extra = getattr(h.file, "fopen_flags", 0)
             return self.conn.reply(
-                req, replies.open_out(h.fh, FOPEN_DIRECT_IO | FOPEN_NOFLUSH)
+                req, replies.open_out(h.fh, FOPEN_DIRECT_IO | FOPEN_NOFLUSH | extra)
             )
 
         return self._core(req, caller, attempt)

@@ -17,10 +17,12 @@ import ctypes
 import errno
 import fcntl
 import logging
+import mmap
 import os
 import resource
 import select
-from collections.abc import Iterable
+import stat
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -259,8 +261,66 @@ class OsEventFd:
             self.fd = -1
 
 
-# What a worker found for one fd number: ("ours", fh), ("eventfd", dupfd), ("other", -1)
-# or ("error", errno).
+TMPFS_MAGIC = 0x01021994
+HUGETLBFS_MAGIC = 0x958458F6
+
+
+def _fs_type(fd: int) -> int:
+    """statfs(2)'s f_type of the file behind ``fd``."""
+    buf = ctypes.create_string_buffer(120)  # struct statfs; f_type comes first
+    if _libc.fstatfs(fd, buf) != 0:
+        return 0
+    return int.from_bytes(buf.raw[:8], "little")
+
+
+@attrs.define(eq=False)
+class OsFileMemory:
+    """A caller's memfd or regular file (IOAS_MAP_FILE), duplicated into the daemon and
+    mapped shared: DMA reads and writes the file's pages (`uaccess.FileMemory`)."""
+
+    fd: int
+    tgid: int = 0
+    size: int = 0
+    shmem: bool = False
+    locked_vm: int = 0
+    _map: Any = None
+
+    def __attrs_post_init__(self) -> None:
+        st = os.fstat(self.fd)
+        self.size = st.st_size
+        self.shmem = _fs_type(self.fd) in (TMPFS_MAGIC, HUGETLBFS_MAGIC)
+        if self.size:
+            try:
+                self._map = mmap.mmap(self.fd, self.size, mmap.MAP_SHARED)
+            except (OSError, ValueError):  # opened read-only or sealed: map for reading
+                self._map = mmap.mmap(
+                    self.fd, self.size, mmap.MAP_SHARED, mmap.PROT_READ
+                )
+
+    def read(self, addr: int, size: int) -> bytes:
+        if self._map is None or addr < 0 or addr + size > self.size:
+            raise KernelError(errno.EFAULT, f"file offset {addr:#x}+{size:#x}")
+        return bytes(self._map[addr : addr + size])
+
+    def write(self, addr: int, data: bytes) -> None:
+        if self._map is None or addr < 0 or addr + len(data) > self.size:
+            raise KernelError(errno.EFAULT, f"file offset {addr:#x}+{len(data):#x}")
+        try:
+            self._map[addr : addr + len(data)] = data
+        except TypeError:  # a read-only mapping
+            raise KernelError(errno.EFAULT, "read-only file") from None
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+# What a worker found for one fd number: ("ours", fh), ("eventfd", dupfd),
+# ("file", dupfd) for a regular file or memfd, ("other", -1) or ("error", errno).
 Found = tuple[str, int]
 
 
@@ -302,6 +362,9 @@ class FdResolver:
             if os.readlink(f"/proc/self/fd/{dup}") == "anon_inode:[eventfd]":
                 keep = True
                 return ("eventfd", dup)
+            if stat.S_ISREG(st.st_mode):
+                keep = True
+                return ("file", dup)
             return ("other", -1)
         finally:
             if not keep:
@@ -319,6 +382,12 @@ def file_ref(found: Found, handles: dict[int, object]) -> FileRef | KernelError:
         return OurFile(file) if file is not None else ForeignFile("other")
     if kind == "eventfd":
         return ForeignFile("eventfd", OsEventFd(value))
+    if kind == "file":
+        try:
+            return ForeignFile("file", file=OsFileMemory(value))
+        except OSError as e:
+            os.close(value)
+            return KernelError(e.errno or errno.EINVAL, "mapping the file")
     return ForeignFile("other")
 
 
@@ -326,13 +395,15 @@ class RequestCaller:
     """The `vfiofs.uaccess.Caller` of one FUSE request (built for every request, so a
     plain slotted class rather than attrs)."""
 
-    __slots__ = ("_mm", "gid", "procs", "resolved", "tid", "trace", "uid")
+    __slots__ = ("_mm", "gid", "installer", "procs", "resolved", "tid", "trace", "uid")
 
     def __init__(self, tid: int, uid: int, gid: int, procs: ProcessTable) -> None:
         self.tid, self.uid, self.gid, self.procs = tid, uid, gid, procs
         self.resolved: dict[int, FileRef | KernelError] | None = None  # by the session
         self.trace: list[str] | None = None  # decoded ioctl arguments, with --trace
         self._mm: ProcessMemory | None = None
+        # set under `vfiofs run` for calls the seccomp supervisor serves
+        self.installer: Callable[[object, int | None], int] | None = None
 
     @property
     def tgid(self) -> int:
@@ -371,6 +442,16 @@ class RequestCaller:
 
     def capable(self, cap: int) -> bool:
         return capable(self.tid, cap)
+
+    def install_fd(self, file: object, addr: int | None) -> int:
+        if self.installer is None:
+            # A FUSE reply cannot create an fd in the caller (design fact 6)
+            log.warning(
+                "an ioctl that returns a new fd needs `vfiofs run` (it installs the fd "
+                "with seccomp); on a plain mount it fails with EOPNOTSUPP"
+            )
+            raise KernelError(errno.EOPNOTSUPP, "a new fd outside vfiofs run")
+        return self.installer(file, addr)
 
     def discard_unused(self) -> None:
         """Close foreign fds the handler did not take."""

@@ -2,11 +2,12 @@
 
 The daemon mounts the tree at a private staging directory, then starts CMD through the
 single-threaded launcher (`vfiofs.launch`): a private mount namespace with the tree bound
-over /dev/vfio, /dev/iommu and the sysfs paths, and a seccomp filter that traps
-``ioctl(VFIO_GROUP_GET_DEVICE_FD)``. The launcher hands the filter's listener back to us;
-a `SeccompSupervisor` thread answers each trapped call: it checks the call as the kernel
-would (on the core thread), opens the device through a hidden node of our mount (so the
-fd is ours and its calls reach the daemon), and installs that fd in the caller.
+over /dev/vfio, /dev/iommu and the sysfs paths, and a seccomp filter that traps the
+ioctls that create fds (``VFIO_GROUP_GET_DEVICE_FD``; on /dev/iommu FAULT_QUEUE_ALLOC,
+VEVENTQ_ALLOC and IOMMU_TEST_CMD). The launcher hands the filter's listener back to us;
+a `SeccompSupervisor` thread answers each trapped call: it runs the call as the kernel
+would (on the core thread), opens each new file through a hidden node of our mount (so
+the fd is ours and its calls reach the daemon), and installs that fd in the caller.
 
 CMD's exit status is ours. Ctrl-C reaches CMD (same process group); the daemon waits for
 CMD to exit, then unmounts.
@@ -25,7 +26,7 @@ import stat
 import sys
 import tempfile
 import threading
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import attrs
 import trio
@@ -35,7 +36,7 @@ from ..fs.node import DeviceNode, OpenFile
 from ..fs.tree import Tree
 from ..uaccess import Caller, strndup_user
 from .peer import RequestCaller
-from .seccomp import CONTINUE, SeccompSupervisor
+from .seccomp import CONTINUE, Notif, SeccompSupervisor
 from .serve import FuseSession, serve
 
 log = logging.getLogger("vfiofs.run")
@@ -70,9 +71,10 @@ class GetDeviceFd:
     session: FuseSession
     broker: DeviceFdBroker
 
-    def __call__(self, tid: int, fd: int, name_ptr: int) -> Any:
+    def __call__(self, n: Notif) -> Any:
         """Runs in the supervisor thread. Returns the daemon-side fd to install, or
         CONTINUE when the fd is not one of our group files; raises KernelError."""
+        tid, fd, name_ptr = n.tid, n.fd, n.arg
         session = self.session
         tgid = session.call_in_core(lambda: session.procs.tgid(tid))
         kind, fh = session.resolver.resolve(tgid, [fd])[fd]
@@ -105,6 +107,121 @@ class GetDeviceFd:
 
             session.call_in_core(drop)
             raise KernelError(e.errno or errno.EIO, "opening the device node") from None
+
+
+@attrs.define(eq=False)
+class IommufdFdIoctl:
+    """The supervisor's handler for a trapped iommufd ioctl that may create fds: it
+    runs the ioctl on the core thread with a caller whose ``install_fd`` records the new
+    files; then each file is opened through the hidden node, added to the caller with
+    ADDFD, and its number written where the ioctl said (or returned)."""
+
+    session: FuseSession
+    broker: DeviceFdBroker
+    supervisor: Any = None  # the SeccompSupervisor (for addfd), set once it exists
+
+    def __call__(self, n: Notif) -> Any:
+        from ..iommufd.main import IommufdCtx
+        from .peer import file_ref
+
+        session = self.session
+        tgid = session.call_in_core(lambda: session.procs.tgid(n.tid))
+        kind, fh = session.resolver.resolve(tgid, [n.fd])[n.fd]
+        if kind != "ours":
+            return CONTINUE
+        pending: list[tuple[object, int | None]] = []
+        caller = RequestCaller(n.tid, 0, 0, session.procs)
+
+        def record(file: object, addr: int | None) -> int:
+            pending.append((file, addr))
+            return -1  # the number is known only once the file is added (below)
+
+        caller.installer = record
+        caller.resolved = {}
+
+        def attempt() -> Any:
+            handle = session.tree.handles.get(fh)
+            if handle is None or not isinstance(handle.file, IommufdCtx):
+                return CONTINUE  # ours but not an iommufd: our FUSE ioctl answers it
+            pending.clear()
+            return handle.file.ioctl(caller, n.cmd, n.arg)
+
+        from ..uaccess import NeedFds
+
+        try:
+            while True:
+                try:
+                    rc = session.call_in_core(attempt)
+                    break
+                except NeedFds as e:
+                    found = session.resolver.resolve(tgid, e.fds)
+
+                    def refs(found: dict[int, Any] = found) -> dict[int, Any]:
+                        handles: Any = session.tree.handles
+                        return {fd: file_ref(f, handles) for fd, f in found.items()}
+
+                    caller.resolved.update(session.call_in_core(refs))
+        finally:
+            session.call_in_core(caller.discard_unused)
+        if rc is CONTINUE:
+            return CONTINUE
+        for file, addr in pending:
+            newfd = self._install(n, file)
+            if addr is None:
+                rc = newfd
+            else:
+
+                def store(a: int = addr, v: int = newfd) -> None:
+                    caller.copy_to_user(a, v.to_bytes(4, "little"))
+
+                session.call_in_core(store)
+        return rc
+
+    def _install(self, n: Notif, file: object) -> int:
+        """Open ``file`` through the hidden node and add it to the caller."""
+        session = self.session
+        me = threading.get_native_id()
+        # the core's open files are OpenFiles (release()), whatever their class
+        opened = cast(OpenFile, file)
+        session.call_in_core(lambda: self.broker.pending.__setitem__(me, opened))
+        try:
+            dfd = os.open(
+                os.path.join(session.mountpoint, DEVICE_FD_NODE),
+                os.O_RDWR | os.O_CLOEXEC,
+            )
+        except OSError as e:
+
+            def drop() -> None:
+                f = self.broker.pending.pop(me, None)
+                release = getattr(f, "release", None)
+                if release is not None:
+                    release()
+
+            session.call_in_core(drop)
+            raise KernelError(e.errno or errno.EIO, "opening the new file") from None
+        try:
+            return int(self.supervisor.addfd(n.id, dfd))
+        except OSError as e:
+            raise KernelError(
+                errno.ESRCH, f"the caller went away ({e.strerror})"
+            ) from None
+        finally:
+            os.close(dfd)  # the caller holds the file (its RELEASE comes at its close)
+
+
+@attrs.define(eq=False)
+class TrappedIoctls:
+    """Routes each trapped call to its handler by command."""
+
+    get_device_fd: GetDeviceFd
+    iommufd: IommufdFdIoctl
+
+    def __call__(self, n: Notif) -> Any:
+        from ..abi.vfio import VFIO_GROUP_GET_DEVICE_FD
+
+        if n.cmd == VFIO_GROUP_GET_DEVICE_FD:
+            return self.get_device_fd(n)
+        return self.iommufd(n)
 
 
 def run(machine: Any, cmd: list[str], *, trace: TextIO | None = None) -> int:
@@ -155,7 +272,11 @@ async def _run(
             _, fds, _, _ = await trio.to_thread.run_sync(socket.recv_fds, ours, 1, 1)
         supervisor = None
         if fds:
-            supervisor = SeccompSupervisor(fds[0], GetDeviceFd(session, broker))
+            iommufd = IommufdFdIoctl(session, broker)
+            supervisor = SeccompSupervisor(
+                fds[0], TrappedIoctls(GetDeviceFd(session, broker), iommufd)
+            )
+            iommufd.supervisor = supervisor
             supervisor.start()
         with trio.open_signal_receiver(
             signal.SIGINT, signal.SIGTERM, signal.SIGHUP

@@ -1,12 +1,15 @@
-"""Seccomp user notification: trap ``ioctl(fd, VFIO_GROUP_GET_DEVICE_FD)`` in `vfiofs run`.
+"""Seccomp user notification: trap the ioctls that create fds in `vfiofs run`.
 
 A FUSE reply cannot create a file descriptor in the caller, so the launcher installs a
-filter that turns that one ioctl into a notification (design.md §6, mechanisms.md §1).
-`SeccompSupervisor` serves the listener in its own thread until every process using the
-filter has exited (POLLHUP): for each call it asks a handler for a daemon-side fd and
-installs it in the caller with SECCOMP_IOCTL_NOTIF_ADDFD + SECCOMP_ADDFD_FLAG_SEND, which
-also completes the caller's ioctl with the new fd number. Calls on fds that are not ours
-continue to the real ioctl.
+filter that turns those ioctls into notifications (design.md §6, mechanisms.md §1):
+VFIO_GROUP_GET_DEVICE_FD, and iommufd's IOMMU_FAULT_QUEUE_ALLOC, IOMMU_VEVENTQ_ALLOC and
+IOMMU_TEST_CMD (CREATE_ACCESS, DMABUF_GET). `SeccompSupervisor` serves the listener in
+its own thread until every process using the filter has exited (POLLHUP). A handler
+answers each call with `InstallFd` (install that daemon-side fd with
+SECCOMP_IOCTL_NOTIF_ADDFD + SECCOMP_ADDFD_FLAG_SEND, which also completes the ioctl with
+the new fd number), with a plain return value (after installing fds itself through
+`SeccompSupervisor.addfd`), or with CONTINUE for fds that are not ours: the real ioctl
+runs.
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ import threading
 from collections.abc import Callable
 from typing import Final
 
+import attrs
+
+from ..abi.iommufd import IOMMU_FAULT_QUEUE_ALLOC, IOMMU_VEVENTQ_ALLOC
+from ..abi.iommufd_test import IOMMU_TEST_CMD
 from ..abi.vfio import VFIO_GROUP_GET_DEVICE_FD
 from ..errors import KernelError
 
@@ -56,25 +63,53 @@ class _Continue:
 CONTINUE: Final = _Continue()
 """What a handler returns for a call that is not ours: the real ioctl runs."""
 
-Handler = Callable[[int, int, int], "int | _Continue"]  # (tid, fd, name pointer) -> fd
+TRAPPED: Final = (
+    VFIO_GROUP_GET_DEVICE_FD,
+    IOMMU_FAULT_QUEUE_ALLOC,
+    IOMMU_VEVENTQ_ALLOC,
+    IOMMU_TEST_CMD,
+)
+"""The ioctl commands the filter turns into notifications."""
+
+
+@attrs.frozen
+class Notif:
+    """One trapped call: notification id, thread, and the ioctl's fd, cmd and arg."""
+
+    id: int
+    tid: int
+    fd: int
+    cmd: int
+    arg: int
+
+
+@attrs.frozen
+class InstallFd:
+    """Install this daemon-side fd in the caller as the ioctl's result (then closed)."""
+
+    fd: int
+
+
+Handler = Callable[[Notif], "InstallFd | int | _Continue"]
 
 
 def bpf_program() -> bytes:
-    """The filter: notify on ioctl(*, VFIO_GROUP_GET_DEVICE_FD) on x86-64, allow the rest."""
+    """The filter: notify on ioctl(*, cmd) for the `TRAPPED` commands on x86-64, allow
+    everything else."""
+    n = len(TRAPPED)
     insns = [
         (0x20, 0, 0, 4),  # A = seccomp_data.arch
-        (0x15, 0, 5, AUDIT_ARCH_X86_64),  # arch != x86-64 -> allow
+        (0x15, 0, n + 3, AUDIT_ARCH_X86_64),  # arch != x86-64 -> allow
         (0x20, 0, 0, 0),  # A = seccomp_data.nr
-        (0x15, 0, 3, NR_IOCTL),  # nr != ioctl -> allow
-        (
-            0x20,
-            0,
-            0,
-            24,
-        ),  # A = low 32 bits of args[1] (the kernel's cmd is unsigned int)
-        (0x15, 0, 1, VFIO_GROUP_GET_DEVICE_FD),
-        (0x06, 0, 0, SECCOMP_RET_USER_NOTIF),
+        (0x15, 0, n + 1, NR_IOCTL),  # nr != ioctl -> allow
+        # A = low 32 bits of args[1] (the kernel's cmd is unsigned int)
+        (0x20, 0, 0, 24),
+    ]
+    for i, cmd in enumerate(TRAPPED):
+        insns.append((0x15, n - i, 0, cmd))  # cmd == TRAPPED[i] -> notify
+    insns += [
         (0x06, 0, 0, SECCOMP_RET_ALLOW),
+        (0x06, 0, 0, SECCOMP_RET_USER_NOTIF),
     ]
     return b"".join(struct.pack("<HBBI", *i) for i in insns)
 
@@ -145,45 +180,52 @@ class SeccompSupervisor:
             if e.errno not in (errno.ENOENT, errno.EINTR):  # the caller died meanwhile
                 log.warning("seccomp RECV: %s", e)
             return
-        nid, tid, _flags, _nr, _arch, _ip, a0, _a1, a2, *_ = _NOTIF.unpack(buf)
+        nid, tid, _flags, _nr, _arch, _ip, a0, a1, a2, *_ = _NOTIF.unpack(buf)
         fd = struct.unpack("<i", struct.pack("<I", a0 & 0xFFFFFFFF))[0]
+        notif = Notif(nid, tid, fd, a1 & 0xFFFFFFFF, a2)
         self.served += 1
         try:
-            result = self.handler(tid, fd, a2)
+            result = self.handler(notif)
         except KernelError as e:
-            log.info("GET_DEVICE_FD from %d: %s", tid, e)
+            log.info("trapped ioctl %#x from %d: %s", notif.cmd, tid, e)
             self._send(nid, -e.errno, 0)
             return
         except Exception:
-            log.exception("bug in the GET_DEVICE_FD handler")
+            log.exception("bug in the handler of trapped ioctl %#x", notif.cmd)
             self._send(nid, -errno.EIO, 0)
             return
         if result is CONTINUE:
             self._send(nid, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE)
             return
-        assert isinstance(result, int)
+        if isinstance(result, int):
+            self._send(nid, 0, 0, val=result)
+            return
+        assert isinstance(result, InstallFd)
         try:
-            fcntl.ioctl(
-                self.listener, SECCOMP_IOCTL_NOTIF_ID_VALID, struct.pack("<Q", nid)
-            )
-            fcntl.ioctl(
-                self.listener,
-                SECCOMP_IOCTL_NOTIF_ADDFD,
-                _ADDFD.pack(nid, SECCOMP_ADDFD_FLAG_SEND, result, 0, os.O_CLOEXEC),
-            )
+            self.addfd(nid, result.fd, send=True)
         except OSError as e:
-            log.debug(
-                "GET_DEVICE_FD from %d: the caller went away (%s)", tid, e.strerror
-            )
+            log.debug("ioctl %#x from %d: the caller went away (%s)", notif.cmd, tid, e)
         finally:
-            os.close(result)  # the caller holds its own reference now (or nobody does)
+            os.close(
+                result.fd
+            )  # the caller holds its own reference now (or nobody does)
 
-    def _send(self, nid: int, error: int, flags: int) -> None:
+    def addfd(self, nid: int, fd: int, *, send: bool = False) -> int:
+        """Install daemon-side ``fd`` in the caller of notification ``nid`` (O_CLOEXEC);
+        its number there. With ``send`` this also completes the call with that number.
+        Raises OSError when the caller is gone."""
+        fcntl.ioctl(self.listener, SECCOMP_IOCTL_NOTIF_ID_VALID, struct.pack("<Q", nid))
+        flags = SECCOMP_ADDFD_FLAG_SEND if send else 0
+        buf = bytearray(_ADDFD.pack(nid, flags, fd, 0, os.O_CLOEXEC))
+        # a mutable buffer makes fcntl.ioctl return the ioctl's value: the new fd
+        return int(fcntl.ioctl(self.listener, SECCOMP_IOCTL_NOTIF_ADDFD, buf, True))
+
+    def _send(self, nid: int, error: int, flags: int, *, val: int = 0) -> None:
         try:
             fcntl.ioctl(
                 self.listener,
                 SECCOMP_IOCTL_NOTIF_SEND,
-                _RESP.pack(nid, 0, error, flags),
+                _RESP.pack(nid, val, error, flags),
             )
         except OSError as e:
             log.debug("seccomp SEND: %s", e.strerror)
