@@ -32,6 +32,10 @@ class Options:
     iommufd: bool = True  # IOMMUFD
     dma_entry_limit: int = 65535  # vfio_iommu_type1.dma_entry_limit
     address_width: int = 48  # IOMMU page-table levels: 39, 48 or 57
+    iommu: str = "host"  # "host" (paging only) or "mock" (the kernel's selftest IOMMU)
+    iommufd_test: bool = (
+        False  # CONFIG_IOMMUFD_TEST: serve IOMMU_TEST_CMD on /dev/iommu
+    )
 
 
 @attrs.frozen
@@ -65,6 +69,7 @@ class DeviceSpec:
     irqs: IrqSpec = IrqSpec()
     bars: tuple[BarSpec, ...] = ()
     noiommu: bool = False
+    pasid: int = 0  # PASID width in bits (the PCIe PASID capability), 0: none
 
 
 @attrs.frozen
@@ -210,7 +215,10 @@ def _device(r: _Reader, noiommu: bool) -> DeviceSpec:
         irqs=irqs,
         bars=bars,
         noiommu=noiommu,
+        pasid=_u(r, "pasid", 8, 0),
     )
+    if spec.pasid > 20:
+        raise r.fail("pasid", f"{spec.pasid}: PCIe PASIDs have at most 20 bits")
     if spec.irqs.msix and not any(b.type == "mem" for b in bars):
         raise r.fail("irqs", "MSI-X needs a memory BAR to hold its table")
     r.done()
@@ -242,7 +250,11 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
         iommufd=o.get("iommufd", bool, True),
         dma_entry_limit=limit,
         address_width=width,
+        iommu=o.get("iommu", str, "host"),
+        iommufd_test=o.get("iommufd_test", bool, False),
     )
+    if options.iommu not in ("host", "mock"):
+        raise o.fail("iommu", f"{options.iommu!r}: must be 'host' or 'mock'")
     o.done()
     groups: list[GroupSpec] = []
     used_ids: set[int] = set()

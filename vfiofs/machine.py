@@ -15,6 +15,7 @@ from .devices.models import model_class
 from .devices.pci import PciDevice
 from .fs.devnodes import VfioTree
 from .fs.tree import Tree
+from .iommu.driver import IommuDriver
 from .iommu.group import IommuGroup, IommuGroups
 from .iommu.pagetable import Mapping
 from .iommufd.main import IommufdCtx
@@ -45,8 +46,17 @@ class Machine:
     devices: dict[str, PciDevice] = attrs.Factory(dict)
     vdevs: dict[str, VfioDevice] = attrs.Factory(dict)
     session: object = None
+    iommu: IommuDriver = attrs.field(init=False)  # the IOMMU behind every group
+    selftest: object = None  # the mock driver's state shared by /dev/iommu opens
 
     def __attrs_post_init__(self) -> None:
+        opts = self.topology.options
+        if opts.iommu == "mock" or opts.iommufd_test:
+            from .iommufd.selftest import MockIommuDriver, SelftestState
+
+            mock = MockIommuDriver(opts.address_width)
+            self.selftest = SelftestState(mock)
+        self.iommu = mock if opts.iommu == "mock" else IommuDriver(opts.address_width)
         self.core = VfioCore(vfio_options(self.topology.options))
         self.tree = Tree()
         VfioTree(
@@ -55,7 +65,9 @@ class Machine:
             iommufd_open=self.iommufd_open if self.core.options.iommufd else None,
         )
         for g in self.topology.groups:
-            group = self.iommu_groups.add(IommuGroup(g.id, noiommu=g.noiommu))
+            group = self.iommu_groups.add(
+                IommuGroup(g.id, noiommu=g.noiommu, driver=self.iommu)
+            )
             for spec in g.devices:
                 self.add_device(spec, group)
 
@@ -65,7 +77,11 @@ class Machine:
         """Create and register a device (hot-plug); a new IOMMU group unless given."""
         if group is None:
             group = self.iommu_groups.add(
-                IommuGroup(self.iommu_groups.alloc_id(), noiommu=spec.noiommu)
+                IommuGroup(
+                    self.iommu_groups.alloc_id(),
+                    noiommu=spec.noiommu,
+                    driver=self.iommu,
+                )
             )
         pdev = model_class(spec.model)(spec)
         pdev.iommu_group = group
@@ -97,7 +113,11 @@ class Machine:
 
     def iommufd_open(self, caller: Caller, flags: int) -> IommufdCtx:
         """open(/dev/iommu): a new iommufd context."""
-        return IommufdCtx(address_width=self.core.options.address_width)
+        return IommufdCtx(
+            address_width=self.core.options.address_width,
+            iommufd_test=self.topology.options.iommufd_test,
+            selftest=self.selftest,
+        )
 
     def attach(self, session: object) -> None:
         """Called once the mount is up."""
