@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Final
 
 from ._cstruct import CStruct, cstruct, pad, s32, u32, u64
-from .iommufd import IOMMUFD_CMD_BASE, IOMMUFD_TYPE
 from .ioctl import _IO
+from .iommufd import IOMMUFD_CMD_BASE, IOMMUFD_TYPE
 
 IOMMU_TEST_OP_ADD_RESERVED: Final = 1
 IOMMU_TEST_OP_MOCK_DOMAIN: Final = 2

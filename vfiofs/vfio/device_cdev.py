@@ -76,10 +76,9 @@ def vfio_df_ioctl_attach_pt(df: VfioDeviceFile, caller: Caller, arg: int) -> int
     at = V.VfioDeviceAttachIommufdPt.unpack_from(raw + bytes(4))
     if at.argsz < minsz or at.flags & ~V.VFIO_DEVICE_ATTACH_PASID:
         raise KernelError(errno.EINVAL, "argsz or flags")
-    if at.flags & V.VFIO_DEVICE_ATTACH_PASID:
-        raise KernelError(errno.EOPNOTSUPP, "no PASID support")
     assert df.idev is not None
-    pt_id = iommufd_device_attach(df.idev, at.pt_id)
+    pasid = _pasid(df, caller, arg, at.argsz, at.flags)
+    pt_id = iommufd_device_attach(df.idev, at.pt_id, pasid)
     caller.copy_to_user(arg + 8, pt_id.to_bytes(4, "little"))
     return 0
 
@@ -90,8 +89,30 @@ def vfio_df_ioctl_detach_pt(df: VfioDeviceFile, caller: Caller, arg: int) -> int
     argsz, flags = int.from_bytes(raw[:4], "little"), int.from_bytes(raw[4:8], "little")
     if argsz < minsz or flags & ~V.VFIO_DEVICE_ATTACH_PASID:
         raise KernelError(errno.EINVAL, "argsz or flags")
-    if flags & V.VFIO_DEVICE_ATTACH_PASID:
-        raise KernelError(errno.EOPNOTSUPP, "no PASID support")
     assert df.idev is not None
-    iommufd_device_detach(df.idev)
+    iommufd_device_detach(df.idev, _pasid(df, caller, arg, argsz, flags, detach=True))
     return 0
+
+
+def _pasid(
+    df: VfioDeviceFile,
+    caller: Caller,
+    arg: int,
+    argsz: int,
+    flags: int,
+    *,
+    detach: bool = False,
+) -> int:
+    """The PASID of an ATTACH/DETACH_IOMMUFD_PT with VFIO_DEVICE_ATTACH_PASID (0
+    without): EOPNOTSUPP for a device without PASIDs (its ``pasid`` topology key),
+    EINVAL for an argsz that does not reach ``pasid``."""
+    if not flags & V.VFIO_DEVICE_ATTACH_PASID:
+        return 0
+    assert df.idev is not None
+    if not df.idev.driver.max_pasid_log2(df.device.dev):
+        raise KernelError(errno.EOPNOTSUPP, "the device has no PASID capability")
+    st = V.VfioDeviceDetachIommufdPt if detach else V.VfioDeviceAttachIommufdPt
+    end = st.offsetofend("pasid")
+    if argsz < end:
+        raise KernelError(errno.EINVAL, f"argsz {argsz} does not reach pasid")
+    return int.from_bytes(caller.copy_from_user(arg + end - 4, 4), "little")
