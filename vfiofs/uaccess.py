@@ -70,6 +70,7 @@ class FileMemory(Protocol):
     size: int  # the file's size when it was taken
     shmem: bool  # a memfd / tmpfs / hugetlbfs file (memfd_pin_folios takes only those)
     locked_vm: int
+    areas: int  # IOAS areas mapping it; the last one closes it
 
     def read(self, addr: int, size: int) -> bytes: ...
     def write(self, addr: int, data: bytes) -> None: ...

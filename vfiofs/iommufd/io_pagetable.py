@@ -129,6 +129,8 @@ class IoPagetable:
         """Add an area (caller checked alignment and overlap) and map it into every domain,
         charging the pinned pages."""
         area = Area(iova, length, mm, user_va, prot, acct)
+        if acct is not None:  # a file's memory: closed with its last area
+            mm.areas = getattr(mm, "areas", 0) + 1
         if self.domains:
             self._pin(area)
         for d in self.domains:
@@ -149,6 +151,10 @@ class IoPagetable:
         if self.domains:
             area.account.locked_vm -= area.length
         self.areas.remove(area)
+        if area.acct is not None:
+            area.mm.areas -= 1
+            if not area.mm.areas:
+                area.mm.close()
 
     def unmap_area(self, area: Area) -> None:
         """Remove an area for IOAS_UNMAP: access holders that pinned part of it are

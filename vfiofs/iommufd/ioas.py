@@ -149,15 +149,17 @@ def iommufd_ioas_copy(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     pieces = []
     for a in areas:
         lo, hi = max(a.iova, c.src_iova), min(a.last, last)
-        pieces.append((lo - c.src_iova, hi - lo + 1, a.mm, a.user_va + (lo - a.iova)))
+        pieces.append(
+            (lo - c.src_iova, hi - lo + 1, a.mm, a.user_va + (lo - a.iova), a.acct)
+        )
     dst = ictx.get(c.dst_ioas_id, Ioas)
     iova = c.dst_iova
     if c.flags & I.IOMMU_IOAS_MAP_FIXED_IOVA:
         _check_iova(dst.iopt, iova, c.length)
     else:
         iova = dst.iopt.alloc_iova(c.length, pieces[0][3])
-    for off, length, mm, user_va in pieces:
-        dst.iopt.map(iova + off, length, mm, user_va, c.flags & RW)
+    for off, length, mm, user_va, acct in pieces:
+        dst.iopt.map(iova + off, length, mm, user_va, c.flags & RW, acct)
     ucmd.respond(attrs.evolve(c, dst_iova=iova))
     return 0
 
@@ -214,7 +216,7 @@ def iommufd_ioas_map_file(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     """IOAS_MAP_FILE: map ``length`` bytes of the caller's memfd from ``start``. The
     daemon maps its own duplicate of the file (pidfd_getfd), so device DMA reads and
     writes the file's pages; the pinned pages are charged to the caller."""
-    from ..uaccess import ForeignFile
+    from ..uaccess import ForeignFile, OurFile
 
     c = ucmd.cmd
     if c.iova >= U64_MAX or c.length >= U64_MAX:
@@ -227,14 +229,16 @@ def iommufd_ioas_map_file(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     if c.fd < 0:
         raise KernelError(errno.EBADF, f"fd {c.fd}")
     ref = ucmd.caller.fget(c.fd)  # before any state changes (NeedFds)
-    if not isinstance(ref, ForeignFile) or ref.kind != "file":
+    # a dma-buf of ours (IOMMU_TEST_OP_DMABUF_GET) maps its memory, owned by it
+    dmabuf = getattr(ref.handle, "mem", None) if isinstance(ref, OurFile) else None
+    if dmabuf is None and (not isinstance(ref, ForeignFile) or ref.kind != "file"):
         raise KernelError(errno.EBADF, f"fd {c.fd} is not a memfd or regular file")
     iopt = ioas.iopt
     if c.length == 0 or c.length % max(iopt.iova_alignment, 1):
         raise KernelError(errno.EINVAL, "length")
     if c.start + c.length > U64_MAX:
         raise KernelError(errno.EOVERFLOW, "start + length")
-    mem = ref.take_file()
+    mem = dmabuf if dmabuf is not None else ref.take_file()  # type: ignore[union-attr]
     try:
         if not mem.shmem:
             # memfd_pin_folios() pins only shmem and hugetlbfs folios
@@ -250,7 +254,8 @@ def iommufd_ioas_map_file(ictx: IommufdCtx, ucmd: Ucmd) -> int:
             raise KernelError(errno.EINVAL, "start and iova page offsets differ")
         iopt.map(iova, c.length, mem, c.start, c.flags & RW, acct=ucmd.caller.mm)
     except BaseException:
-        mem.close()
+        if dmabuf is None:
+            mem.close()
         raise
     ucmd.respond(attrs.evolve(c, iova=iova))
     return 0

@@ -404,6 +404,7 @@ class DmabufMemory:
     tgid: int = 0
     shmem: bool = True
     locked_vm: int = 0
+    areas: int = 0
 
     def __attrs_post_init__(self) -> None:
         self.data = bytearray(self.size)

@@ -283,6 +283,7 @@ class OsFileMemory:
     size: int = 0
     shmem: bool = False
     locked_vm: int = 0
+    areas: int = 0  # IOAS areas mapping it (io_pagetable closes it with the last)
     _map: Any = None
 
     def __attrs_post_init__(self) -> None:
