@@ -28,9 +28,12 @@ def _chunks(
     end = iova + size
     while pos < end:
         t = domain.translate(pos)
-        if t is None:
-            raise DmaFault(pos, "unmapped")
-        if not t.prot & prot:
+        if t is None or not t.prot & prot:
+            if domain.fault_handler is not None:
+                # a page request for the domain's fault queue (IOMMU_HWPT_FAULT_ID)
+                domain.fault_handler(group, pos, prot == IOMMU_WRITE)
+            if t is None:
+                raise DmaFault(pos, "unmapped")
             raise DmaFault(pos, "no-write" if prot == IOMMU_WRITE else "no-read")
         # a leaf maps contiguously: step by its size (4K, 2M, 1G; 2K on the mock)
         n = min(end - pos, t.page_size - (pos % t.page_size))

@@ -10,6 +10,7 @@ it takes and answers with the kernel's errnos.
 from __future__ import annotations
 
 import errno
+import functools
 from typing import Any
 
 import attrs
@@ -201,10 +202,23 @@ def iommufd_hwpt_alloc(ictx: IommufdCtx, ucmd: Ucmd) -> int:
             ictx.remove(hwpt)
             raise KernelError(errno.ENOENT, f"no FAULT with id {c.fault_id}")
         hwpt.fault = fault
-        hwpt.domain.fault_handler = hwpt
+        hwpt.domain.fault_handler = functools.partial(iommufd_dma_fault, hwpt)
         fault.users += 1
     ucmd.respond(attrs.evolve(c, out_hwpt_id=hwpt.id))
     return 0
+
+
+def iommufd_dma_fault(hwpt: Hwpt, group: Any, iova: int, write: bool) -> None:
+    """A device of ``group`` faulted at ``iova`` on ``hwpt``: a page request for its
+    fault queue (the device still sees its DMA fail: our models do not retry)."""
+    from .eventq import IopfFault, IopfGroup, iommufd_fault_iopf_handler
+
+    idev = next((d for d in hwpt.devices if getattr(d, "group", None) is group), None)
+    if idev is None or hwpt.fault is None:
+        return
+    perm = I.IOMMU_PGFAULT_PERM_WRITE if write else I.IOMMU_PGFAULT_PERM_READ
+    fault = IopfFault(I.IOMMU_PGFAULT_FLAGS_LAST_PAGE, 0, 0, perm, iova)
+    iommufd_fault_iopf_handler(hwpt, IopfGroup(idev, 0, [fault]))
 
 
 def _hwpt_paging(ictx: IommufdCtx, hwpt_id: int) -> HwptPaging:
