@@ -151,6 +151,13 @@ class Env:
         return rc, int(out.out_hwpt_id)
 
 
+def err(fn: Any, *args: Any) -> int:
+    """-errno of a call that must fail with a KernelError (else the test fails)."""
+    with pytest.raises(KernelError) as e:
+        fn(*args)
+    return -e.value.errno
+
+
 @pytest.fixture
 def env() -> Env:
     return Env()
