@@ -96,7 +96,7 @@ class IommuTestCmd(CStruct):
 
 
 PAYLOAD_OFFSET: Final = 16
-LAST_OFFSET: Final = PAYLOAD_OFFSET + PAYLOAD  # offsetofend(last) == 68
+LAST_OFFSET: Final = PAYLOAD_OFFSET + PAYLOAD  # offsetof(last); offsetofend is 68
 
 
 @cstruct
