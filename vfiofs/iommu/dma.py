@@ -67,6 +67,6 @@ def dma_write(group: IommuGroup, iova: int, data: bytes) -> None:
         except KernelError as e:
             raise DmaFault(iova + pos, f"memory: {e}") from None
         pos += n
-    dirty = group.domain.dirty_pt  # type: ignore[union-attr]  # _chunks checked it
+    dirty = group.domain.dirty_table()  # type: ignore[union-attr]  # _chunks checked it
     if dirty is not None:
         dirty.record_dirty(iova, len(data))

@@ -77,6 +77,10 @@ class IommuDomain:
     def dirty_tracking(self) -> bool:
         return self.dirty_pt is not None
 
+    def dirty_table(self) -> Any:
+        """The table DMA writes through this domain mark dirty (None: not tracking)."""
+        return self.dirty_pt
+
     def set_dirty_tracking(self, enable: bool) -> None:
         """Turn tracking on (clearing old bits) or off. EINVAL without dirty_ops."""
         if enable and not self.dirty_ops:
@@ -117,10 +121,6 @@ class NestedDomain(IommuDomain):
     def translate(self, iova: int) -> Translation | None:
         return None if self.parent is None else self.parent.translate(iova)
 
-    @property
-    def dirty_pt(self) -> Any:
+    def dirty_table(self) -> Any:
+        """Writes dirty the parent's (stage 2) pages."""
         return None if self.parent is None else self.parent.dirty_pt
-
-    @dirty_pt.setter
-    def dirty_pt(self, value: Any) -> None:
-        pass

@@ -10,8 +10,8 @@ import errno
 import pytest
 
 from vfiofs.abi import iommufd as I, iommufd_test as T
-from vfiofs.iommufd.main import IOCTLS, TEST_OP
 from vfiofs.ioctl_table import IoctlOp
+from vfiofs.iommufd.main import IOCTLS, TEST_OP
 
 from .conftest import Env
 
@@ -45,7 +45,9 @@ OPS = [*IOCTLS.ops.values(), TEST_OP]
 def test_the_table_is_the_kernels() -> None:
     assert len(IOCTLS.ops) == 21
     assert {op.cmd for op in IOCTLS.ops.values()} == set(KERNEL_TABLE)
-    assert sorted(op.cmd & 0xFF for op in IOCTLS.ops.values()) == list(range(0x80, 0x95))
+    assert sorted(op.cmd & 0xFF for op in IOCTLS.ops.values()) == list(
+        range(0x80, 0x95)
+    )
     for op in IOCTLS.ops.values():
         st, last = KERNEL_TABLE[op.cmd]
         assert (op.struct, op.last) == (st, last), op.name
@@ -81,4 +83,6 @@ def test_nonzero_tail_is_e2big_zero_tail_passes(env: Env, op: IoctlOp[object]) -
         env.ctx.ioctl(env.c, op.cmd, arg)
     except Exception as e:  # noqa: BLE001  # any errno of the handler is fine here
         assert getattr(e, "errno", None) not in (errno.E2BIG, None), op.name
-        assert env.c.mm.read(arg + op.struct.SIZE, 8) == bytes(8)  # nothing written past
+        assert env.c.mm.read(arg + op.struct.SIZE, 8) == bytes(
+            8
+        )  # nothing written past
