@@ -388,10 +388,15 @@ class StAccessFile:
                 iommufd_access_unpin_pages(self.access, item.iova, item.length)
 
     def release(self) -> None:
-        if self.access is not None:
+        """The access fd's last close: unpin, destroy the access, drop the context
+        reference the access held (iommufd_access_create takes one)."""
+        access, self.access = self.access, None
+        if access is not None:
+            self.access = access
             self.unmap(0, U64_MAX)
-            iommufd_access_destroy(self.access)
             self.access = None
+            iommufd_access_destroy(access)
+            access.ictx.file_closed()
 
 
 @attrs.define(eq=False)
@@ -612,6 +617,7 @@ def test_create_access(ictx: IommufdCtx, ucmd: Ucmd) -> int:
         staccess.access = None
         iommufd_access_destroy(access)
         raise
+    ictx.file_opened()  # the access keeps the context until its fd closes
     return 0
 
 

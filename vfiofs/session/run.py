@@ -36,7 +36,7 @@ from ..fs.node import DeviceNode, OpenFile
 from ..fs.tree import Tree
 from ..uaccess import Caller, strndup_user
 from .peer import RequestCaller
-from .seccomp import CONTINUE, Notif, SeccompSupervisor
+from .seccomp import CONTINUE, InstallFd, Notif, SeccompSupervisor
 from .serve import FuseSession, serve
 
 log = logging.getLogger("vfiofs.run")
@@ -97,7 +97,7 @@ class GetDeviceFd:
             return CONTINUE
         try:
             path = os.path.join(session.mountpoint, DEVICE_FD_NODE)
-            return os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            return InstallFd(os.open(path, os.O_RDWR | os.O_CLOEXEC))
         except OSError as e:
 
             def drop() -> None:
