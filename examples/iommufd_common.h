@@ -24,18 +24,18 @@ enum { SRC = 0x00, DST = 0x08, LEN = 0x10, DOORBELL = 0x14, STATUS = 0x18, ERROR
 static int device = -1, iommufd = -1;
 static uint64_t bar0;
 
-static void wr32(uint32_t off, uint32_t v) { if (pwrite(device, &v, 4, bar0 + off) != 4) { perror("pwrite"); exit(1); } }
-static void wr64(uint32_t off, uint64_t v) { wr32(off, (uint32_t)v); wr32(off + 4, v >> 32); }
-static uint32_t rd32(uint32_t off) { uint32_t v = 0; if (pread(device, &v, 4, bar0 + off) != 4) { perror("pread"); exit(1); } return v; }
+static inline void wr32(uint32_t off, uint32_t v) { if (pwrite(device, &v, 4, bar0 + off) != 4) { perror("pwrite"); exit(1); } }
+static inline void wr64(uint32_t off, uint64_t v) { wr32(off, (uint32_t)v); wr32(off + 4, v >> 32); }
+static inline uint32_t rd32(uint32_t off) { uint32_t v = 0; if (pread(device, &v, 4, bar0 + off) != 4) { perror("pread"); exit(1); } return v; }
 
 /* one copy by the device; its STATUS (2 done, 3 DMA fault) */
-static uint32_t dma_copy(uint64_t src, uint64_t dst, uint32_t len) {
+static inline uint32_t dma_copy(uint64_t src, uint64_t dst, uint32_t len) {
     wr64(SRC, src); wr64(DST, dst); wr32(LEN, len); wr32(DOORBELL, 1);
     return rd32(STATUS);
 }
 
 /* open /dev/vfio/devices/NAME and /dev/iommu, bind them; the device's iommufd id */
-static uint32_t open_bound(const char *name) {
+static inline uint32_t open_bound(const char *name) {
     char path[256];
     snprintf(path, sizeof path, "/dev/vfio/devices/%s", name);
     device = open(path, O_RDWR);
@@ -49,19 +49,19 @@ static uint32_t open_bound(const char *name) {
     return bind.out_devid;
 }
 
-static uint32_t ioas_alloc(void) {
+static inline uint32_t ioas_alloc(void) {
     struct iommu_ioas_alloc a = {.size = sizeof a};
     CHECK(ioctl(iommufd, IOMMU_IOAS_ALLOC, &a) == 0, "IOMMU_IOAS_ALLOC: ioas %u", a.out_ioas_id);
     return a.out_ioas_id;
 }
 
-static void ioas_map(uint32_t ioas, void *va, uint64_t iova, size_t len, uint32_t prot) {
+static inline void ioas_map(uint32_t ioas, void *va, uint64_t iova, size_t len, uint32_t prot) {
     struct iommu_ioas_map m = {.size = sizeof m, .flags = IOMMU_IOAS_MAP_FIXED_IOVA | prot, .ioas_id = ioas,
                                .user_va = (uintptr_t)va, .length = len, .iova = iova};
     CHECK(ioctl(iommufd, IOMMU_IOAS_MAP, &m) == 0, "IOMMU_IOAS_MAP %#zx bytes at iova %#llx", len, (unsigned long long)iova);
 }
 
-static void attach(uint32_t pt_id) {
+static inline void attach(uint32_t pt_id) {
     struct vfio_device_attach_iommufd_pt at = {.argsz = sizeof at, .pt_id = pt_id};
     CHECK(ioctl(device, VFIO_DEVICE_ATTACH_IOMMUFD_PT, &at) == 0, "VFIO_DEVICE_ATTACH_IOMMUFD_PT to %u", pt_id);
 }

@@ -139,3 +139,28 @@ def test_map_file_memfd_receives_device_dma(mock_mount) -> None:  # type: ignore
         os.close(memfd)
         os.close(dev)
         os.close(ictx)
+
+
+def test_test_cmd_fds_under_vfiofs_run(compile_c) -> None:  # type: ignore[no-untyped-def]
+    """CREATE_ACCESS (out_access_fd), ACCESS_RW/PAGES through that fd (resolved by the
+    seccomp supervisor), DMABUF_GET (fd as return value), MAP_FILE of the dma-buf."""
+    exe = compile_c("iommufd_test_fds")
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vfiofs",
+            "run",
+            "--config",
+            str(TOPOLOGY),
+            "--",
+            str(exe),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.rstrip().endswith("done, 0 failures")
+    assert "Traceback" not in r.stderr

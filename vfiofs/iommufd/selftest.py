@@ -459,8 +459,12 @@ def _mock_pt(ictx: IommufdCtx, hwpt_id: int) -> HwptPaging:
 
 
 def _staccess(ucmd: Ucmd, fd: int) -> StAccessFile:
-    """iommufd_access_get(): the access behind the caller's fd, EBADFD otherwise."""
-    ref = ucmd.caller.fget(fd)
+    """iommufd_access_get(): the access behind the caller's fd; EBADFD otherwise,
+    also for a closed fd (the kernel answers a failed fget with EBADFD here)."""
+    try:
+        ref = ucmd.caller.fget(fd)
+    except KernelError:
+        raise KernelError(errno.EBADFD, f"fd {fd} is not open") from None
     if not isinstance(ref, OurFile) or not isinstance(ref.handle, StAccessFile):
         raise KernelError(errno.EBADFD, f"fd {fd} is not a selftest access")
     if ref.handle.access is None:

@@ -169,7 +169,7 @@ def test_create_access_and_rw(env: Env) -> None:
     assert env.test(op, fd, T.AccessRw(0x100000, 4, dst, 2))[0] == -errno.EOPNOTSUPP
     assert env.test(op, fd, T.AccessRw(0x100000, 32 << 20, dst, 0))[0] == -errno.ENOMEM
     assert env.test(op, 3, T.AccessRw(0x100000, 4, dst, 0))[0] == -errno.EBADFD
-    assert env.test(op, 77, T.AccessRw(0x100000, 4, dst, 0))[0] == -errno.EBADF
+    assert env.test(op, 77, T.AccessRw(0x100000, 4, dst, 0))[0] == -errno.EBADFD
     # write to a read-only mapping
     env.map(i, 0x400000, 4096, va=env.buf + 2 * MB, flags=I.IOMMU_IOAS_MAP_READABLE | 1)
     assert env.test(op, fd, T.AccessRw(0x400000, 4, src, 1))[0] == -errno.EPERM
