@@ -290,21 +290,26 @@ class OsFileMemory:
         st = os.fstat(self.fd)
         self.size = st.st_size
         self.shmem = _fs_type(self.fd) in (TMPFS_MAGIC, HUGETLBFS_MAGIC)
-        if self.size:
-            try:
-                self._map = mmap.mmap(self.fd, self.size, mmap.MAP_SHARED)
-            except (OSError, ValueError):  # opened read-only or sealed: map for reading
-                self._map = mmap.mmap(
-                    self.fd, self.size, mmap.MAP_SHARED, mmap.PROT_READ
-                )
+
+    def _mapped(self) -> Any:
+        """The shared mapping, made on first use (most files resolved are never used
+        as memory); None when the file cannot be mapped."""
+        if self._map is None and self.size and self.fd >= 0:
+            for prot in (mmap.PROT_READ | mmap.PROT_WRITE, mmap.PROT_READ):
+                try:  # opened read-only or sealed: map for reading
+                    self._map = mmap.mmap(self.fd, self.size, mmap.MAP_SHARED, prot)
+                    break
+                except (OSError, ValueError):
+                    continue
+        return self._map
 
     def read(self, addr: int, size: int) -> bytes:
-        if self._map is None or addr < 0 or addr + size > self.size:
+        if self._mapped() is None or addr < 0 or addr + size > self.size:
             raise KernelError(errno.EFAULT, f"file offset {addr:#x}+{size:#x}")
         return bytes(self._map[addr : addr + size])
 
     def write(self, addr: int, data: bytes) -> None:
-        if self._map is None or addr < 0 or addr + len(data) > self.size:
+        if self._mapped() is None or addr < 0 or addr + len(data) > self.size:
             raise KernelError(errno.EFAULT, f"file offset {addr:#x}+{len(data):#x}")
         try:
             self._map[addr : addr + len(data)] = data
