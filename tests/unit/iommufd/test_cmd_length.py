@@ -44,6 +44,8 @@ OPS = [*IOCTLS.ops.values(), TEST_OP]
 
 def test_the_table_is_the_kernels() -> None:
     assert len(IOCTLS.ops) == 21
+    # in main.c's order (sorted by name, as the kernel sorts it)
+    assert list(IOCTLS.ops) == list(KERNEL_TABLE)
     assert {op.cmd for op in IOCTLS.ops.values()} == set(KERNEL_TABLE)
     assert sorted(op.cmd & 0xFF for op in IOCTLS.ops.values()) == list(
         range(0x80, 0x95)
