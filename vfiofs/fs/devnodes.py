@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 
+from ..idr import ida_alloc_min
 from ..uaccess import Caller
 from ..vfio.vfio_main import VfioCore, VfioDevice
 from .node import Attribute, DeviceNode, Directory, OpenFile, Symlink, text
@@ -109,11 +110,7 @@ class VfioTree:
     # --- VfioListener --------------------------------------------------------------------
 
     def group_added(self, group: Any) -> None:
-        minor = next(
-            i
-            for i in range(len(self.group_minors) + 1)
-            if i not in self.group_minors.values()
-        )
+        minor = ida_alloc_min(set(self.group_minors.values()))
         self.group_minors[group.name] = minor
         vfio = self.root.walk("dev/vfio")
         assert isinstance(vfio, Directory)

@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 
 from ..errors import KernelError
+from ..idr import ida_alloc_min
 from .domain import IommuDomain
 
 MSI_WINDOW = (0xFEE00000, 0xFEEFFFFF, "msi")  # the x86 interrupt window
@@ -70,7 +71,7 @@ class IommuGroups:
     groups: dict[int, IommuGroup] = attrs.Factory(dict)
 
     def alloc_id(self) -> int:
-        return next(i for i in range(len(self.groups) + 1) if i not in self.groups)
+        return ida_alloc_min(self.groups)
 
     def add(self, group: IommuGroup) -> IommuGroup:
         if group.id in self.groups:

@@ -16,6 +16,7 @@ import attrs
 
 from ..abi import iommufd as I
 from ..errors import KernelError
+from ..idr import ida_alloc_min
 from ..ioctl_table import ArgKind, IoctlOp, IoctlTable, Ucmd
 from ..uaccess import Caller
 
@@ -52,12 +53,9 @@ class IommufdCtx:
 
     def add(self, obj: IommufdObject) -> int:
         """``iommufd_object_alloc`` + finalize: the lowest free id from 1."""
-        i = 1
-        while i in self.objects:
-            i += 1
-        obj.id = i
-        self.objects[i] = obj
-        return i
+        obj.id = ida_alloc_min(self.objects, 1)
+        self.objects[obj.id] = obj
+        return obj.id
 
     def get(self, obj_id: int, kind: type[T]) -> T:
         """``iommufd_get_object``: ENOENT for a missing id or the wrong type."""

@@ -18,6 +18,7 @@ import attrs
 
 from ..abi import vfio as V
 from ..errors import KernelError
+from ..idr import ida_alloc_min
 from ..iommu.group import IommuGroup
 from ..uaccess import Caller
 
@@ -212,13 +213,6 @@ class VfioCore:
     listeners: list[VfioListener] = attrs.Factory(list)
     _cdev_ida: set[int] = attrs.Factory(set)
 
-    def _ida_alloc(self) -> int:
-        i = 0
-        while i in self._cdev_ida:
-            i += 1
-        self._cdev_ida.add(i)
-        return i
-
     def register_device(self, vdev: VfioDevice) -> None:
         """``__vfio_register_dev``: group interface, then (maybe) the cdev."""
         from .group import VfioGroup
@@ -239,7 +233,8 @@ class VfioCore:
         if vdev.dev is not None and vdev.dev not in vdev.iommu_group.devices:
             vdev.iommu_group.devices.append(vdev.dev)
         if self.options.device_cdev and self.options.iommufd and not vdev.noiommu:
-            vdev.index = self._ida_alloc()
+            vdev.index = ida_alloc_min(self._cdev_ida)
+            self._cdev_ida.add(vdev.index)
         vdev.registered = True
         self.devices[vdev.name] = vdev
         if new_group:
