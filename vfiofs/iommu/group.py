@@ -13,6 +13,8 @@ from ..idr import ida_alloc_min
 from .domain import IommuDomain
 
 MSI_WINDOW = (0xFEE00000, 0xFEEFFFFF, "msi")  # the x86 interrupt window
+# a region firmware needs only until a driver takes over; it does not keep IOVA out
+IOMMU_RESV_DIRECT_RELAXABLE = "direct-relaxable"
 DMA_SAFE_DRIVERS = frozenset({"vfio-pci", "pci-stub", ""})
 
 
@@ -34,6 +36,16 @@ class IommuGroup:
     @property
     def name(self) -> str | None:
         return "vfio-noiommu" if self.noiommu else None
+
+    def iova_reserved(self) -> list[tuple[int, int]]:
+        """The reserved regions that keep IOVA out, as ``(start, last)``: all but the
+        direct-relaxable ones, which vfio (``vfio_iommu_resv_exclude``) and iommufd
+        (``iopt_table_enforce_dev_resv_regions``) both skip."""
+        return [
+            (start, last)
+            for start, last, kind in self.reserved_regions
+            if kind != IOMMU_RESV_DIRECT_RELAXABLE
+        ]
 
     def viable(self) -> bool:
         """No device of the group is bound to a driver that does its own DMA."""

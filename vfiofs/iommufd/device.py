@@ -11,6 +11,7 @@ from ..abi import iommufd as I
 from ..errors import KernelError
 from ..ioctl_table import Ucmd
 from ..iommu.group import IommuGroup
+from ..iommu.iova import iova_reserved_hit
 from .hw_pagetable import HwptPaging, iommufd_hwpt_paging_alloc
 from .ioas import Ioas
 from .main import IommufdCtx, IommufdObject
@@ -66,14 +67,10 @@ def iommufd_device_attach(idev: IommufdDevice, pt_id: int) -> int:
     assert ioas is not None and idev.group is not None
     if idev.hwpt is not None and idev.hwpt is hwpt:
         return hwpt.id
-    reserved = [
-        (lo, hi)
-        for lo, hi, kind in idev.group.reserved_regions
-        if kind != "direct-relaxable"
-    ]
+    reserved = idev.group.iova_reserved()
     for lo, hi in reserved:
-        if ioas.iopt.overlapping(lo, hi) or any(
-            a <= hi and lo <= b for a, b in ioas.iopt.allowed or ()
+        if ioas.iopt.overlapping(lo, hi) or iova_reserved_hit(
+            ioas.iopt.allowed or (), lo, hi
         ):
             raise KernelError(
                 errno.EADDRINUSE, f"reserved {lo:#x}-{hi:#x} is mapped or allowed"

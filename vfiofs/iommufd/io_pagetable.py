@@ -17,6 +17,7 @@ import attrs
 
 from ..errors import KernelError
 from ..iommu.domain import IommuDomain
+from ..iommu.iova import iova_holes, iova_overlaps, iova_reserved_hit
 from ..iommu.pagetable import IOMMU_READ, IOMMU_WRITE
 from ..uaccess import AddressSpace
 
@@ -54,36 +55,19 @@ class IoPagetable:
         return PAGE if self.domains else 1
 
     def reserved_ranges(self) -> list[tuple[int, int]]:
-        out = sorted(r for ranges in self.reserved.values() for r in ranges)
-        merged: list[tuple[int, int]] = []
-        for lo, hi in out:
-            if merged and lo <= merged[-1][1] + 1:
-                merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
-            else:
-                merged.append((lo, hi))
-        return merged
+        """Every reserved range, of every owner (the reserved interval tree)."""
+        return [r for ranges in self.reserved.values() for r in ranges]
 
     def usable_ranges(self) -> list[tuple[int, int]]:
         """[0, U64_MAX] minus the reserved ranges (IOAS_IOVA_RANGES)."""
-        out, cur = [], 0
-        for lo, hi in self.reserved_ranges():
-            if lo > cur:
-                out.append((cur, lo - 1))
-            cur = max(cur, hi + 1)
-        if cur <= U64_MAX:
-            out.append((cur, U64_MAX))
-        return out
+        return iova_holes(0, U64_MAX, self.reserved_ranges())
 
     def overlapping(self, iova: int, last: int) -> list[Area]:
-        i = bisect.bisect_left(self.areas, iova, key=lambda a: a.last)
-        out = []
-        while i < len(self.areas) and self.areas[i].iova <= last:
-            out.append(self.areas[i])
-            i += 1
-        return out
+        """The areas that meet ``[iova, last]`` (``iopt_area_iter_first``)."""
+        return iova_overlaps(self.areas, iova, last)
 
     def hits_reserved(self, iova: int, last: int) -> bool:
-        return any(lo <= last and iova <= hi for lo, hi in self.reserved_ranges())
+        return iova_reserved_hit(self.reserved_ranges(), iova, last)
 
     def alloc_iova(self, length: int, user_va: int) -> int:
         """Pick an IOVA (iopt_alloc_iova): never 0, aligned, inside the allowed ranges."""

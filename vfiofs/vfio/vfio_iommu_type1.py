@@ -20,6 +20,7 @@ from ..abi import vfio as V
 from ..errors import KernelError
 from ..ioctl_table import ArgKind, IoctlOp, IoctlTable, Ucmd
 from ..iommu.domain import IommuDomain
+from ..iommu.iova import iova_holes, iova_overlaps
 from ..iommu.pagetable import IOMMU_READ, IOMMU_WRITE
 from ..uaccess import CAP_IPC_LOCK, AddressSpace, Caller
 from .vfio_main import VfioCore
@@ -43,6 +44,10 @@ class VfioDma:
     @property
     def end(self) -> int:
         return self.iova + self.size
+
+    @property
+    def last(self) -> int:
+        return self.iova + self.size - 1
 
 
 @attrs.define(eq=False)
@@ -101,32 +106,14 @@ class VfioIommuType1:
 
     def iova_ranges(self) -> list[tuple[int, int]]:
         """Valid IOVA ranges: the aperture minus every group's reserved regions."""
-        ranges = [(self.domain.aperture_start, self.domain.aperture_end)]
-        for g in self.groups:
-            for start, last, kind in g.iommu_group.reserved_regions:
-                if kind == "direct-relaxable":
-                    continue
-                out = []
-                for lo, hi in ranges:
-                    if last < lo or start > hi:
-                        out.append((lo, hi))
-                        continue
-                    if lo < start:
-                        out.append((lo, start - 1))
-                    if last < hi:
-                        out.append((last + 1, hi))
-                ranges = out
-        return ranges
+        reserved = [r for g in self.groups for r in g.iommu_group.iova_reserved()]
+        return iova_holes(
+            self.domain.aperture_start, self.domain.aperture_end, reserved
+        )
 
     def _overlapping(self, iova: int, end: int) -> list[VfioDma]:
-        i = bisect.bisect_left(self.dmas, iova, key=lambda d: d.end)
-        # the first record ending after iova; walk while records start before end
-        out = []
-        while i < len(self.dmas) and self.dmas[i].iova < end:
-            if self.dmas[i].end > iova:
-                out.append(self.dmas[i])
-            i += 1
-        return out
+        """The mappings that meet ``[iova, end)`` (``vfio_find_dma``)."""
+        return iova_overlaps(self.dmas, iova, end - 1)
 
     # --- groups ------------------------------------------------------------------------
 
@@ -136,8 +123,8 @@ class VfioIommuType1:
             raise KernelError(errno.EBUSY, "a vaddr is invalidated")
         if group in self.groups:
             raise KernelError(errno.EINVAL, "group already attached")
-        for start, last, kind in group.iommu_group.reserved_regions:
-            if kind != "direct-relaxable" and self._overlapping(start, last + 1):
+        for start, last in group.iommu_group.iova_reserved():
+            if self._overlapping(start, last + 1):
                 raise KernelError(
                     errno.EINVAL, "reserved region overlaps an existing mapping"
                 )
