@@ -16,12 +16,15 @@ call ``fget`` before changing any state.**
 from __future__ import annotations
 
 import errno
+import logging
 from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
 import attrs
 
 from .errors import KernelError
+
+log = logging.getLogger("vfiofs.mm")
 
 PAGE_SIZE = 4096
 PAGE_SHIFT = 12
@@ -60,6 +63,37 @@ class AddressSpace(Protocol):
     def memlock_limit(self) -> int:
         """RLIMIT_MEMLOCK (soft) in bytes; ``-1`` for unlimited."""
         ...
+
+
+def account_locked_vm(
+    mm: AddressSpace, size: int, *, inc: bool = True, bypass_rlim: bool = False
+) -> None:
+    """Charge (or with ``inc=False`` uncharge) ``size`` bytes of pinned memory to
+    ``mm.locked_vm``: the kernel's ``__account_locked_vm`` (mm/util.c), the one rule for
+    RLIMIT_MEMLOCK that vfio type1 and iommufd both pin against.
+
+    A charge past RLIMIT_MEMLOCK is ENOMEM and nothing is charged, unless
+    ``bypass_rlim``: the caller had CAP_IPC_LOCK when it mapped (type1's
+    ``dma->lock_cap``). iommufd does not charge such callers at all
+    (``IOPT_PAGES_ACCOUNT_NONE``), so it does not call this for them.
+
+    Raises:
+        KernelError: ENOMEM.
+    """
+    if not inc:
+        mm.locked_vm -= size
+        return
+    limit = mm.memlock_limit()
+    if not bypass_rlim and limit >= 0 and mm.locked_vm + size > limit:
+        log.warning(
+            "RLIMIT_MEMLOCK (%d bytes) exceeded by process %d: %d locked, %d more",
+            limit,
+            mm.tgid,
+            mm.locked_vm,
+            size,
+        )
+        raise KernelError(errno.ENOMEM, "RLIMIT_MEMLOCK exceeded")
+    mm.locked_vm += size
 
 
 class EventFd(Protocol):

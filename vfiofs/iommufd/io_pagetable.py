@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import bisect
 import errno
-from typing import Any
 
 import attrs
 
+from ..abi.iommufd import IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE
 from ..errors import KernelError
 from ..iommu.domain import IommuDomain
 from ..iommu.iova import iova_holes, iova_overlaps, iova_reserved_hit
 from ..iommu.pagetable import IOMMU_READ, IOMMU_WRITE
-from ..uaccess import AddressSpace
+from ..uaccess import AddressSpace, account_locked_vm
 
 U64_MAX = (1 << 64) - 1
 PAGE = 4096
@@ -27,11 +27,18 @@ PAGE = 4096
 
 @attrs.define(eq=False)
 class Area:
+    """``struct iopt_area`` with its ``iopt_pages``: one IOAS_MAP / IOAS_COPY.
+
+    ``account`` is the pages' account mode: False (``IOPT_PAGES_ACCOUNT_NONE``) when the
+    mapper had CAP_IPC_LOCK (``iopt_alloc_pages``), so pinning charges nothing.
+    """
+
     iova: int
     length: int
     mm: AddressSpace
     user_va: int
     prot: int
+    account: bool = True
 
     @property
     def last(self) -> int:
@@ -91,11 +98,18 @@ class IoPagetable:
         raise KernelError(errno.ENOSPC, "no free IOVA range fits")
 
     def map(
-        self, iova: int, length: int, mm: AddressSpace, user_va: int, prot: int
+        self,
+        iova: int,
+        length: int,
+        mm: AddressSpace,
+        user_va: int,
+        prot: int,
+        *,
+        account: bool,
     ) -> Area:
         """Add an area (caller checked alignment and overlap) and map it into every domain,
-        charging the pinned pages."""
-        area = Area(iova, length, mm, user_va, prot)
+        charging the pinned pages unless ``account`` is False."""
+        area = Area(iova, length, mm, user_va, prot, account)
         if self.domains:
             self._pin(area)
         for d in self.domains:
@@ -103,18 +117,22 @@ class IoPagetable:
         bisect.insort(self.areas, area, key=lambda a: a.iova)
         return area
 
-    def _pin(self, area: Area) -> None:
-        mm = area.mm
-        limit = mm.memlock_limit()
-        if limit >= 0 and mm.locked_vm + area.length > limit:
-            raise KernelError(errno.ENOMEM, "RLIMIT_MEMLOCK exceeded")
-        mm.locked_vm += area.length
+    @staticmethod
+    def _pin(area: Area) -> None:
+        """Pinning an area's pages charges them (ENOMEM past RLIMIT_MEMLOCK)."""
+        if area.account:
+            account_locked_vm(area.mm, area.length)
+
+    @staticmethod
+    def _unpin(area: Area) -> None:
+        if area.account:
+            account_locked_vm(area.mm, area.length, inc=False)
 
     def remove(self, area: Area) -> None:
         for d in self.domains:
             d.unmap(area.iova, area.length)
         if self.domains:
-            area.mm.locked_vm -= area.length
+            self._unpin(area)
         self.areas.remove(area)
 
     def add_domain(self, domain: IommuDomain) -> None:
@@ -128,7 +146,7 @@ class IoPagetable:
                     pinned.append(a)
             except KernelError:
                 for a in pinned:
-                    a.mm.locked_vm -= a.length
+                    self._unpin(a)
                 raise
         for a in self.areas:
             domain.map(a.iova, a.length, a.mm, a.user_va, _iommu_prot(a.prot))
@@ -140,12 +158,10 @@ class IoPagetable:
         self.domains.remove(domain)
         if not self.domains:
             for a in self.areas:
-                a.mm.locked_vm -= a.length
+                self._unpin(a)
 
 
-def _iommu_prot(prot: Any) -> int:
-    from ..abi.iommufd import IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE
-
+def _iommu_prot(prot: int) -> int:
     return (IOMMU_READ if prot & IOMMU_IOAS_MAP_READABLE else 0) | (
         IOMMU_WRITE if prot & IOMMU_IOAS_MAP_WRITEABLE else 0
     )

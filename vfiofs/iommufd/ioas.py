@@ -10,6 +10,7 @@ import attrs
 from ..abi import iommufd as I
 from ..errors import KernelError
 from ..ioctl_table import Ucmd
+from ..uaccess import CAP_IPC_LOCK
 from .io_pagetable import U64_MAX, IoPagetable
 from .main import IommufdCtx, IommufdObject
 
@@ -120,7 +121,9 @@ def iommufd_ioas_map(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     mm.check_range(
         c.user_va & ~4095, c.length, write=bool(c.flags & I.IOMMU_IOAS_MAP_WRITEABLE)
     )
-    iopt.map(iova, c.length, mm, c.user_va, c.flags & RW)
+    # iopt_alloc_pages(): a mapper with CAP_IPC_LOCK is not charged
+    account = not ucmd.caller.capable(CAP_IPC_LOCK)
+    iopt.map(iova, c.length, mm, c.user_va, c.flags & RW, account=account)
     ucmd.respond(attrs.evolve(c, iova=iova))
     return 0
 
@@ -149,15 +152,18 @@ def iommufd_ioas_copy(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     pieces = []
     for a in areas:
         lo, hi = max(a.iova, c.src_iova), min(a.last, last)
-        pieces.append((lo - c.src_iova, hi - lo + 1, a.mm, a.user_va + (lo - a.iova)))
+        pieces.append(
+            (lo - c.src_iova, hi - lo + 1, a.mm, a.user_va + (lo - a.iova), a.account)
+        )
     dst = ictx.get(c.dst_ioas_id, Ioas)
     iova = c.dst_iova
     if c.flags & I.IOMMU_IOAS_MAP_FIXED_IOVA:
         _check_iova(dst.iopt, iova, c.length)
     else:
         iova = dst.iopt.alloc_iova(c.length, pieces[0][3])
-    for off, length, mm, user_va in pieces:
-        dst.iopt.map(iova + off, length, mm, user_va, c.flags & RW)
+    for off, length, mm, user_va, account in pieces:
+        # the copy shares the source's pages, and so their account mode
+        dst.iopt.map(iova + off, length, mm, user_va, c.flags & RW, account=account)
     ucmd.respond(attrs.evolve(c, dst_iova=iova))
     return 0
 

@@ -13,7 +13,7 @@ import errno
 from ..abi import iommufd as I, vfio as V
 from ..errors import KernelError
 from ..ioctl_table import ArgKind, IoctlOp, IoctlTable, Ucmd
-from ..uaccess import CAP_SYS_RAWIO, Caller
+from ..uaccess import CAP_IPC_LOCK, CAP_SYS_RAWIO, Caller
 from .io_pagetable import U64_MAX
 from .ioas import Ioas, _check_iova
 from .main import IommufdCtx
@@ -70,7 +70,8 @@ def iommufd_vfio_map_dma(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     mm.check_range(
         m.vaddr & ~4095, m.size, write=bool(prot & I.IOMMU_IOAS_MAP_WRITEABLE)
     )
-    ioas.iopt.map(m.iova, m.size, mm, m.vaddr, prot)
+    account = not ucmd.caller.capable(CAP_IPC_LOCK)  # iopt_alloc_pages()
+    ioas.iopt.map(m.iova, m.size, mm, m.vaddr, prot, account=account)
     return 0
 
 

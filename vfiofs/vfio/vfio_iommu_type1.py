@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import bisect
 import errno
-import logging
 from typing import Any
 
 import attrs
@@ -22,10 +21,9 @@ from ..ioctl_table import ArgKind, IoctlOp, IoctlTable, Ucmd
 from ..iommu.domain import IommuDomain
 from ..iommu.iova import iova_holes, iova_overlaps
 from ..iommu.pagetable import IOMMU_READ, IOMMU_WRITE
-from ..uaccess import CAP_IPC_LOCK, AddressSpace, Caller
+from ..uaccess import CAP_IPC_LOCK, AddressSpace, Caller, account_locked_vm
 from .vfio_main import VfioCore
 
-log = logging.getLogger("vfiofs.type1")
 U64_MAX = (1 << 64) - 1
 DIRTY_BITMAP_SIZE_MAX = 256 << 20  # bytes (vfio_iommu_type1.c)
 
@@ -39,6 +37,7 @@ class VfioDma:
     vaddr: int
     prot: int
     mm: AddressSpace
+    lock_cap: bool  # the mapper had CAP_IPC_LOCK: RLIMIT_MEMLOCK does not apply
     vaddr_invalid: bool = False
 
     @property
@@ -145,7 +144,7 @@ class VfioIommuType1:
 
     def _remove(self, dma: VfioDma) -> None:
         self.domain.unmap(dma.iova, dma.size)
-        dma.mm.locked_vm -= dma.size
+        account_locked_vm(dma.mm, dma.size, inc=False)
         self.dmas.remove(dma)
         self.dma_avail += 1
 
@@ -228,11 +227,10 @@ def vfio_dma_do_map(it: VfioIommuType1, ucmd: Ucmd) -> int:
         ):
             raise KernelError(errno.EINVAL, "VADDR must match one invalidated mapping")
         caller.mm.check_range(vaddr, size, write=bool(dma.prot & IOMMU_WRITE))
+        vfio_change_dma_owner(dma, caller)
         it.domain.unmap(iova, size)
         it.domain.map(iova, size, caller.mm, vaddr, dma.prot)
-        dma.mm.locked_vm -= size
-        caller.mm.locked_vm += size
-        dma.vaddr, dma.mm, dma.vaddr_invalid = vaddr, caller.mm, False
+        dma.vaddr, dma.vaddr_invalid = vaddr, False
         return 0
     if it._overlapping(iova, end):
         raise KernelError(errno.EEXIST, f"{iova:#x}+{size:#x} overlaps a mapping")
@@ -249,16 +247,25 @@ def vfio_dma_do_map(it: VfioIommuType1, ucmd: Ucmd) -> int:
     mm = caller.mm
     # pinning: the pages must be mapped in the caller (EFAULT) and fit RLIMIT_MEMLOCK
     mm.check_range(vaddr, size, write=bool(prot & IOMMU_WRITE))
-    limit = mm.memlock_limit()
-    if limit >= 0 and mm.locked_vm + size > limit and not caller.capable(CAP_IPC_LOCK):
-        log.warning("RLIMIT_MEMLOCK (%d) exceeded by process %d", limit, mm.tgid)
-        raise KernelError(errno.ENOMEM, "RLIMIT_MEMLOCK exceeded")
+    lock_cap = caller.capable(CAP_IPC_LOCK)
+    account_locked_vm(mm, size, bypass_rlim=lock_cap)  # vfio_lock_acct(): ENOMEM
     it.domain.map(iova, size, mm, vaddr, prot)
-    mm.locked_vm += size
-    dma = VfioDma(iova, size, vaddr, prot, mm)
+    dma = VfioDma(iova, size, vaddr, prot, mm, lock_cap)
     bisect.insort(it.dmas, dma, key=lambda d: d.iova)
     it.dma_avail -= 1
     return 0
+
+
+def vfio_change_dma_owner(dma: VfioDma, caller: Caller) -> None:
+    """VADDR from another process moves the charge: the new owner is charged under its
+    own limit and capability first (ENOMEM leaves the mapping as it was), then the old
+    one is credited (vfio_iommu_type1.c)."""
+    if caller.mm is dma.mm:
+        return
+    lock_cap = caller.capable(CAP_IPC_LOCK)
+    account_locked_vm(caller.mm, dma.size, bypass_rlim=lock_cap)
+    account_locked_vm(dma.mm, dma.size, inc=False)
+    dma.mm, dma.lock_cap = caller.mm, lock_cap
 
 
 def vfio_dma_do_unmap(it: VfioIommuType1, ucmd: Ucmd) -> int:
