@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import errno
+from collections.abc import Sequence
 
 import attrs
 
@@ -19,7 +20,7 @@ from ..errors import KernelError
 from ..iommu.domain import IommuDomain
 from ..iommu.iova import iova_holes, iova_overlaps, iova_reserved_hit
 from ..iommu.pagetable import IOMMU_READ, IOMMU_WRITE
-from ..uaccess import AddressSpace, account_locked_vm
+from ..uaccess import CAP_IPC_LOCK, AddressSpace, Caller, account_locked_vm
 
 U64_MAX = (1 << 64) - 1
 PAGE = 4096
@@ -159,6 +160,135 @@ class IoPagetable:
         if not self.domains:
             for a in self.areas:
                 self._unpin(a)
+
+
+@attrs.frozen
+class IoptPages:
+    """Memory to map (``struct iopt_pages``, as one area sees it): ``length`` bytes at
+    ``uptr`` of ``mm``. ``account`` is False for a mapper with CAP_IPC_LOCK
+    (``IOPT_PAGES_ACCOUNT_NONE``): pinning them charges nothing."""
+
+    mm: AddressSpace
+    uptr: int
+    length: int
+    account: bool
+
+
+def iopt_alloc_pages(caller: Caller, uptr: int, length: int) -> IoptPages:
+    """``iopt_alloc_pages``: EINVAL for an empty or huge length, EOVERFLOW when the
+    user range wraps. The account mode is decided here, by the mapper's capability."""
+    if length == 0 or length > U64_MAX - PAGE:
+        raise KernelError(errno.EINVAL, f"length {length:#x}")
+    if uptr + length > U64_MAX:
+        raise KernelError(errno.EOVERFLOW, "user range wraps")
+    return IoptPages(caller.mm, uptr, length, account=not caller.capable(CAP_IPC_LOCK))
+
+
+def iopt_check_iova(iopt: IoPagetable, iova: int, length: int) -> None:
+    """``iopt_check_iova``: a fixed IOVA must be aligned (EINVAL), must not wrap
+    (EOVERFLOW), must miss every reserved range (EINVAL) and every area (EEXIST)."""
+    if iova % iopt.iova_alignment:
+        raise KernelError(errno.EINVAL, f"iova not aligned to {iopt.iova_alignment:#x}")
+    last = iova + length - 1
+    if last > U64_MAX:
+        raise KernelError(errno.EOVERFLOW, f"{iova:#x}+{length:#x} wraps")
+    if iopt.hits_reserved(iova, last):
+        raise KernelError(errno.EINVAL, "overlaps a reserved range")
+    if iopt.overlapping(iova, last):
+        raise KernelError(errno.EEXIST, "overlaps a mapping")
+
+
+def iopt_alloc_area(
+    iopt: IoPagetable, iova: int | None, pages: Sequence[IoptPages]
+) -> int:
+    """Place ``pages`` back to back at ``iova``, or where ``iopt_alloc_iova`` finds room
+    (``iova`` None): the checks of ``iopt_alloc_area_pages`` and ``iopt_insert_area``,
+    before anything is pinned. Returns the IOVA."""
+    length = sum(p.length for p in pages)
+    if not length or length % iopt.iova_alignment:
+        raise KernelError(errno.EINVAL, f"length {length:#x}")
+    if iova is None:
+        iova = iopt.alloc_iova(length, pages[0].uptr)
+    else:
+        iopt_check_iova(iopt, iova, length)
+    at = iova
+    for p in pages:
+        if p.uptr % PAGE != at % PAGE:
+            raise KernelError(errno.EINVAL, "user_va and iova page offsets differ")
+        at += p.length
+    return iova
+
+
+def iopt_fill_domains(
+    iopt: IoPagetable, iova: int, pages: Sequence[IoptPages], prot: int
+) -> None:
+    """Add the areas and load them into every domain, pinning (ENOMEM past
+    RLIMIT_MEMLOCK). On failure nothing stays mapped or charged."""
+    done: list[Area] = []
+    try:
+        for p in pages:
+            done.append(iopt.map(iova, p.length, p.mm, p.uptr, prot, account=p.account))
+            iova += p.length
+    except KernelError:
+        for area in done:
+            iopt.remove(area)
+        raise
+
+
+def iopt_map_user_pages(
+    iopt: IoPagetable,
+    caller: Caller,
+    iova: int | None,
+    uptr: int,
+    length: int,
+    prot: int,
+) -> int:
+    """``iopt_map_user_pages``: map the caller's ``[uptr, uptr+length)`` at ``iova`` (or
+    at an IOVA the table picks), in the kernel's order of checks. IOAS_MAP and the VFIO
+    compat MAP_DMA both come here. Returns the IOVA.
+
+    Raises:
+        KernelError: EINVAL, EOVERFLOW, EEXIST, ENOSPC, EFAULT (memory not mapped), ENOMEM.
+    """
+    pages = iopt_alloc_pages(caller, uptr, length)
+    iova = iopt_alloc_area(iopt, iova, [pages])
+    # pinning faults in pages that are not there (or not writable)
+    caller.mm.check_range(
+        uptr & ~(PAGE - 1), length, write=bool(prot & IOMMU_IOAS_MAP_WRITEABLE)
+    )
+    iopt_fill_domains(iopt, iova, [pages], prot)
+    return iova
+
+
+def iopt_unmap_iova(iopt: IoPagetable, iova: int, length: int) -> tuple[int, int]:
+    """``iopt_unmap_iova``: remove every area inside ``[iova, iova+length)``.
+
+    Returns ``(bytes unmapped, errno)``, as the kernel returns ``rc`` and fills
+    ``*unmapped``: EINVAL for length 0, EOVERFLOW when the range wraps, ENOENT when an
+    area sticks out of the range (areas are never split; those removed before it stay
+    removed) or when nothing was mapped there.
+    """
+    if not length:
+        return 0, errno.EINVAL
+    last = iova + length - 1
+    if last > U64_MAX:
+        return 0, errno.EOVERFLOW
+    return _unmap_range(iopt, iova, last)
+
+
+def iopt_unmap_all(iopt: IoPagetable) -> int:
+    """``iopt_unmap_all``: remove every area; the bytes unmapped (an empty IOAS is 0)."""
+    return _unmap_range(iopt, 0, U64_MAX)[0]
+
+
+def _unmap_range(iopt: IoPagetable, start: int, last: int) -> tuple[int, int]:
+    unmapped = 0
+    for area in iopt.overlapping(start, last):
+        if area.iova < start or area.last > last:
+            return unmapped, errno.ENOENT
+        unmapped += area.length
+        iopt.remove(area)
+    return unmapped, 0 if unmapped else errno.ENOENT
 
 
 def _iommu_prot(prot: int) -> int:

@@ -10,8 +10,16 @@ import attrs
 from ..abi import iommufd as I
 from ..errors import KernelError
 from ..ioctl_table import Ucmd
-from ..uaccess import CAP_IPC_LOCK
-from .io_pagetable import U64_MAX, IoPagetable
+from .io_pagetable import (
+    U64_MAX,
+    IoPagetable,
+    IoptPages,
+    iopt_alloc_area,
+    iopt_fill_domains,
+    iopt_map_user_pages,
+    iopt_unmap_all,
+    iopt_unmap_iova,
+)
 from .main import IommufdCtx, IommufdObject
 
 RW = I.IOMMU_IOAS_MAP_READABLE | I.IOMMU_IOAS_MAP_WRITEABLE
@@ -86,18 +94,6 @@ def iommufd_ioas_allow_iovas(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     return 0
 
 
-def _check_iova(iopt: IoPagetable, iova: int, length: int) -> None:
-    align = iopt.iova_alignment
-    if iova % align or length % align:
-        raise KernelError(errno.EINVAL, f"not aligned to {align:#x}")
-    if iova + length - 1 > U64_MAX:
-        raise KernelError(errno.EOVERFLOW, "wraps")
-    if iopt.hits_reserved(iova, iova + length - 1):
-        raise KernelError(errno.EINVAL, "overlaps a reserved range")
-    if iopt.overlapping(iova, iova + length - 1):
-        raise KernelError(errno.EEXIST, "overlaps a mapping")
-
-
 def iommufd_ioas_map(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     c = ucmd.cmd
     if c.flags & ~(I.IOMMU_IOAS_MAP_FIXED_IOVA | RW) or c.reserved:
@@ -107,23 +103,15 @@ def iommufd_ioas_map(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     if not c.flags & RW:
         raise KernelError(errno.EINVAL, "neither READABLE nor WRITEABLE")
     ioas = ictx.get(c.ioas_id, Ioas)
-    iopt = ioas.iopt
-    if c.length == 0 or c.length % max(iopt.iova_alignment, 1):
-        raise KernelError(errno.EINVAL, "length")
-    iova = c.iova
-    if c.flags & I.IOMMU_IOAS_MAP_FIXED_IOVA:
-        _check_iova(iopt, iova, c.length)
-    else:
-        iova = iopt.alloc_iova(c.length, c.user_va)
-    if c.user_va % 4096 != iova % 4096:
-        raise KernelError(errno.EINVAL, "user_va and iova page offsets differ")
-    mm = ucmd.caller.mm
-    mm.check_range(
-        c.user_va & ~4095, c.length, write=bool(c.flags & I.IOMMU_IOAS_MAP_WRITEABLE)
+    fixed = c.flags & I.IOMMU_IOAS_MAP_FIXED_IOVA
+    iova = iopt_map_user_pages(
+        ioas.iopt,
+        ucmd.caller,
+        c.iova if fixed else None,
+        c.user_va,
+        c.length,
+        c.flags & RW,
     )
-    # iopt_alloc_pages(): a mapper with CAP_IPC_LOCK is not charged
-    account = not ucmd.caller.capable(CAP_IPC_LOCK)
-    iopt.map(iova, c.length, mm, c.user_va, c.flags & RW, account=account)
     ucmd.respond(attrs.evolve(c, iova=iova))
     return 0
 
@@ -148,22 +136,18 @@ def iommufd_ioas_copy(ictx: IommufdCtx, ucmd: Ucmd) -> int:
         covered = a.last + 1
     if not areas or covered <= last:
         raise KernelError(errno.ENOENT, "source range is not entirely mapped")
-    # iopt_get_pages(): the pieces of every source area, each mapped at its offset
+    # iopt_get_pages(): the piece of every source area, sharing its pages (and so its
+    # account mode)
     pieces = []
     for a in areas:
         lo, hi = max(a.iova, c.src_iova), min(a.last, last)
         pieces.append(
-            (lo - c.src_iova, hi - lo + 1, a.mm, a.user_va + (lo - a.iova), a.account)
+            IoptPages(a.mm, a.user_va + (lo - a.iova), hi - lo + 1, a.account)
         )
     dst = ictx.get(c.dst_ioas_id, Ioas)
-    iova = c.dst_iova
-    if c.flags & I.IOMMU_IOAS_MAP_FIXED_IOVA:
-        _check_iova(dst.iopt, iova, c.length)
-    else:
-        iova = dst.iopt.alloc_iova(c.length, pieces[0][3])
-    for off, length, mm, user_va, account in pieces:
-        # the copy shares the source's pages, and so their account mode
-        dst.iopt.map(iova + off, length, mm, user_va, c.flags & RW, account=account)
+    fixed = c.flags & I.IOMMU_IOAS_MAP_FIXED_IOVA
+    iova = iopt_alloc_area(dst.iopt, c.dst_iova if fixed else None, pieces)
+    iopt_fill_domains(dst.iopt, iova, pieces, c.flags & RW)
     ucmd.respond(attrs.evolve(c, dst_iova=iova))
     return 0
 
@@ -171,29 +155,14 @@ def iommufd_ioas_copy(ictx: IommufdCtx, ucmd: Ucmd) -> int:
 def iommufd_ioas_unmap(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     c = ucmd.cmd
     ioas = ictx.get(c.ioas_id, Ioas)
-    iopt = ioas.iopt
     if c.iova == 0 and c.length == U64_MAX:
-        unmapped = 0
-        for a in list(iopt.areas):
-            unmapped += a.length
-            iopt.remove(a)
+        unmapped = iopt_unmap_all(ioas.iopt)
     else:
         if c.iova >= U64_MAX or c.length >= U64_MAX:
             raise KernelError(errno.EOVERFLOW, "iova or length")
-        if c.length == 0:
-            raise KernelError(errno.EINVAL, "length 0")
-        last = c.iova + c.length - 1
-        if last > U64_MAX:
-            raise KernelError(errno.EOVERFLOW, "wraps")
-        unmapped = 0
-        for a in iopt.overlapping(c.iova, last):
-            if a.iova < c.iova or a.last > last:
-                # mappings are never split; what was removed before stays removed
-                raise KernelError(errno.ENOENT, "range bisects a mapping")
-            unmapped += a.length
-            iopt.remove(a)
-        if not unmapped:
-            raise KernelError(errno.ENOENT, "nothing mapped in the range")
+        unmapped, err = iopt_unmap_iova(ioas.iopt, c.iova, c.length)
+        if err:
+            raise KernelError(err, f"unmap {c.iova:#x}+{c.length:#x}")
     ucmd.respond(attrs.evolve(c, length=unmapped))
     return 0
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import errno
 
+import attrs
+
 from ..abi import iommufd as I, vfio as V
 from ..errors import KernelError
 from ..ioctl_table import ArgKind, IoctlOp, IoctlTable, Ucmd
-from ..uaccess import CAP_IPC_LOCK, CAP_SYS_RAWIO, Caller
-from .io_pagetable import U64_MAX
-from .ioas import Ioas, _check_iova
+from ..uaccess import CAP_SYS_RAWIO, Caller
+from .io_pagetable import iopt_map_user_pages, iopt_unmap_all, iopt_unmap_iova
+from .ioas import Ioas
 from .main import IommufdCtx
 
 
@@ -54,51 +56,35 @@ def iommufd_vfio_set_iommu(ictx: IommufdCtx, ucmd: Ucmd) -> int:
 
 
 def iommufd_vfio_map_dma(ictx: IommufdCtx, ucmd: Ucmd) -> int:
+    """MAP_DMA on the compat IOAS: IOAS_MAP with a fixed IOVA (``iopt_map_user_pages``),
+    so the same checks and errnos; flags 0 maps with no access at all."""
     m = ucmd.cmd
     if m.flags & ~(V.VFIO_DMA_MAP_FLAG_READ | V.VFIO_DMA_MAP_FLAG_WRITE):
         raise KernelError(errno.EINVAL, "flags (VADDR is not supported)")
-    ioas = compat_ioas(ictx)
-    if m.iova >= U64_MAX or m.size >= U64_MAX or m.size == 0:
-        raise KernelError(
-            errno.EINVAL if m.size == 0 else errno.EOVERFLOW, "iova or size"
-        )
     prot = (I.IOMMU_IOAS_MAP_READABLE if m.flags & V.VFIO_DMA_MAP_FLAG_READ else 0) | (
         I.IOMMU_IOAS_MAP_WRITEABLE if m.flags & V.VFIO_DMA_MAP_FLAG_WRITE else 0
     )
-    _check_iova(ioas.iopt, m.iova, m.size)
-    mm = ucmd.caller.mm
-    mm.check_range(
-        m.vaddr & ~4095, m.size, write=bool(prot & I.IOMMU_IOAS_MAP_WRITEABLE)
-    )
-    account = not ucmd.caller.capable(CAP_IPC_LOCK)  # iopt_alloc_pages()
-    ioas.iopt.map(m.iova, m.size, mm, m.vaddr, prot, account=account)
+    ioas = compat_ioas(ictx)
+    iopt_map_user_pages(ioas.iopt, ucmd.caller, m.iova, m.vaddr, m.size, prot)
     return 0
 
 
 def iommufd_vfio_unmap_dma(ictx: IommufdCtx, ucmd: Ucmd) -> int:
+    """UNMAP_DMA on the compat IOAS (``iopt_unmap_iova`` / ``iopt_unmap_all``). ``size``
+    is written back, failure or not, with what was unmapped."""
     u = ucmd.cmd
     if u.flags & ~V.VFIO_DMA_UNMAP_FLAG_ALL:
         raise KernelError(errno.EINVAL, "flags")
     ioas = compat_ioas(ictx)
-    iopt = ioas.iopt
     if u.flags & V.VFIO_DMA_UNMAP_FLAG_ALL:
         if u.iova or u.size:
             raise KernelError(errno.EINVAL, "ALL needs iova = size = 0")
-        areas = list(iopt.areas)
+        unmapped, err = iopt_unmap_all(ioas.iopt), 0
     else:
-        if u.size == 0 or u.iova + u.size - 1 > U64_MAX:
-            raise KernelError(errno.EINVAL, "size")
-        last = u.iova + u.size - 1
-        areas = iopt.overlapping(u.iova, last)
-        if any(a.iova < u.iova or a.last > last for a in areas):
-            raise KernelError(errno.ENOENT, "range bisects a mapping")
-    unmapped = 0
-    for a in areas:
-        unmapped += a.length
-        iopt.remove(a)
-    ucmd.caller.copy_to_user(
-        ucmd.arg, V.VfioIommuType1DmaUnmap(u.argsz, u.flags, u.iova, unmapped).pack()
-    )
+        unmapped, err = iopt_unmap_iova(ioas.iopt, u.iova, u.size)
+    ucmd.respond(attrs.evolve(u, size=unmapped))
+    if err:
+        raise KernelError(err, f"unmap {u.iova:#x}+{u.size:#x}")
     return 0
 
 

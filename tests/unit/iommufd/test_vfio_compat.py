@@ -1,0 +1,100 @@
+"""The VFIO container served by iommufd (vfio_compat.c): MAP_DMA and UNMAP_DMA go
+through the io_pagetable functions IOAS_MAP and IOAS_UNMAP use, so they answer with
+the same errnos as the kernel's iopt_map_user_pages / iopt_unmap_iova."""
+
+from __future__ import annotations
+
+import errno
+import struct
+
+import pytest
+
+from vfiofs.abi import vfio as V
+from vfiofs.config import default_topology
+from vfiofs.errors import KernelError
+from vfiofs.iommufd.main import IommufdCtx
+from vfiofs.machine import Machine
+from vfiofs.uaccess import FakeCaller, OurFile
+
+MB = 1 << 20
+U64 = 1 << 64
+
+
+@pytest.fixture
+def c() -> FakeCaller:
+    caller = FakeCaller()
+    caller.mm.size = 8 * MB
+    caller.mm.__attrs_post_init__()
+    return caller
+
+
+@pytest.fixture
+def ctx(c: FakeCaller) -> IommufdCtx:
+    """An iommufd used as the container of group 0, with its device open (so the
+    compat IOAS has a domain and a 4 KiB IOVA alignment)."""
+    m = Machine(default_topology())
+    ictx = IommufdCtx()
+    gf = m.core.groups[0].open(c, 0)
+    c.fds[5] = OurFile(ictx)
+    gf.ioctl(c, V.VFIO_GROUP_SET_CONTAINER, c.alloc(struct.pack("<i", 5)))
+    ictx.ioctl(c, V.VFIO_SET_IOMMU, V.VFIO_TYPE1v2_IOMMU)
+    gf.get_device_fd(c, "0000:00:04.0")
+    return ictx
+
+
+def dma_map(ctx: IommufdCtx, c: FakeCaller, iova: int, size: int, va: int = 0) -> int:
+    st = V.VfioIommuType1DmaMap(32, 3, va or c.mm.base, iova, size)
+    try:
+        return ctx.ioctl(c, V.VFIO_IOMMU_MAP_DMA, c.alloc(st.pack()))
+    except KernelError as e:
+        return -e.errno
+
+
+def dma_unmap(
+    ctx: IommufdCtx, c: FakeCaller, iova: int, size: int, flags: int = 0
+) -> tuple[int, int]:
+    arg = c.alloc(V.VfioIommuType1DmaUnmap(24, flags, iova, size).pack())
+    try:
+        rc = ctx.ioctl(c, V.VFIO_IOMMU_UNMAP_DMA, arg)
+    except KernelError as e:
+        rc = -e.errno
+    return rc, V.VfioIommuType1DmaUnmap.unpack_from(c.mm.read(arg, 24)).size
+
+
+def test_map_dma_wrapping_iova_is_eoverflow(ctx: IommufdCtx, c: FakeCaller) -> None:
+    """iopt_check_iova(): check_add_overflow(iova, length - 1) -> EOVERFLOW."""
+    assert dma_map(ctx, c, U64 - 4096, 2 * 4096) == -errno.EOVERFLOW
+    assert dma_map(ctx, c, U64 - MB, 2 * MB) == -errno.EOVERFLOW
+
+
+def test_map_dma_wrapping_vaddr_is_eoverflow(ctx: IommufdCtx, c: FakeCaller) -> None:
+    """iopt_alloc_pages(): check_add_overflow(uptr, length) -> EOVERFLOW."""
+    assert dma_map(ctx, c, 0, 2 * 4096, va=U64 - 4096) == -errno.EOVERFLOW
+
+
+def test_map_dma_empty_or_huge_length_is_einval(ctx: IommufdCtx, c: FakeCaller) -> None:
+    """iopt_alloc_pages(): length 0 or above SIZE_MAX - PAGE_SIZE -> EINVAL."""
+    assert dma_map(ctx, c, 0, 0) == -errno.EINVAL
+    assert dma_map(ctx, c, 0, U64 - 1) == -errno.EINVAL
+
+
+def test_unmap_dma_wrapping_range_is_eoverflow(ctx: IommufdCtx, c: FakeCaller) -> None:
+    """iopt_unmap_iova(): check_add_overflow(iova, length - 1) -> EOVERFLOW, with
+    ``size`` written back as 0."""
+    assert dma_map(ctx, c, 0, MB) == 0
+    assert dma_unmap(ctx, c, U64 - 4096, 2 * 4096) == (-errno.EOVERFLOW, 0)
+    assert dma_unmap(ctx, c, 0, 0) == (-errno.EINVAL, 0)
+    assert dma_unmap(ctx, c, 0, MB) == (0, MB)
+
+
+def test_unmap_dma_stops_at_a_mapping_it_would_split(
+    ctx: IommufdCtx, c: FakeCaller
+) -> None:
+    """iopt_unmap_iova_range(): areas go in IOVA order until one sticks out (ENOENT);
+    those removed stay removed and ``size`` says how much; an empty range is ENOENT."""
+    assert dma_map(ctx, c, 0, MB) == 0
+    assert dma_map(ctx, c, MB, 2 * MB, va=c.mm.base + MB) == 0
+    assert dma_unmap(ctx, c, 0, 2 * MB) == (-errno.ENOENT, MB)
+    assert dma_unmap(ctx, c, 8 * MB, MB) == (-errno.ENOENT, 0)
+    assert dma_unmap(ctx, c, 0, 0, V.VFIO_DMA_UNMAP_FLAG_ALL) == (0, 2 * MB)
+    assert dma_unmap(ctx, c, 0, 0, V.VFIO_DMA_UNMAP_FLAG_ALL) == (0, 0)
