@@ -13,8 +13,9 @@ import errno
 import attrs
 
 from ..abi import iommufd as I, vfio as V
+from ..abi._cstruct import CStruct
 from ..errors import KernelError
-from ..ioctl_table import ArgKind, IoctlOp, IoctlTable, Ucmd
+from ..ioctl_table import ArgKind, IoctlOp, IoctlTable, Ucmd, vfio_info_cap_chain
 from ..uaccess import CAP_SYS_RAWIO, Caller
 from .io_pagetable import iopt_map_user_pages, iopt_unmap_all, iopt_unmap_iova
 from .ioas import Ioas
@@ -88,20 +89,16 @@ def iommufd_vfio_unmap_dma(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     return 0
 
 
-def _pad8(b: bytes) -> bytes:
-    return b + bytes(-len(b) % 8)
-
-
 def iommufd_vfio_iommu_get_info(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     info = ucmd.cmd
     ioas = compat_ioas(ictx)
     ranges = ioas.iopt.usable_ranges()
     base = V.VfioIommuType1Info.SIZE
-    avail = _pad8(V.VfioIommuType1InfoDmaAvail(next=base + 16, avail=0xFFFFFFFF).pack())
-    iova = V.VfioIommuType1InfoCapIovaRange(nr_iovas=len(ranges)).pack() + b"".join(
-        V.VfioIovaRange(lo, hi).pack() for lo, hi in ranges
-    )
-    chain = avail + _pad8(iova)
+    caps: list[CStruct | bytes] = [
+        V.VfioIommuType1InfoDmaAvail(avail=0xFFFFFFFF),  # U32_MAX: no entry limit
+        V.vfio_iova_range_cap(ranges),
+    ]
+    chain = vfio_info_cap_chain(caps, base, align=8)
     pgsizes = 0xFFFFFFFFFFFFF000
     for d in ioas.iopt.domains:
         pgsizes &= d.pgsize_bitmap

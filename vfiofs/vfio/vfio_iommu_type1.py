@@ -16,8 +16,9 @@ from typing import Any
 import attrs
 
 from ..abi import vfio as V
+from ..abi._cstruct import CStruct
 from ..errors import KernelError
-from ..ioctl_table import ArgKind, IoctlOp, IoctlTable, Ucmd
+from ..ioctl_table import ArgKind, IoctlOp, IoctlTable, Ucmd, vfio_info_cap_chain
 from ..iommu.domain import IommuDomain
 from ..iommu.iova import iova_holes, iova_overlaps
 from ..iommu.pagetable import IOMMU_READ, IOMMU_WRITE
@@ -149,24 +150,10 @@ class VfioIommuType1:
         self.dma_avail += 1
 
 
-def _caps_chain(caps: list[Any], base: int) -> bytes:
-    """Lay capabilities out back to back after the fixed struct (vfio_info_add_capability)."""
-    out = bytearray()
-    offsets = []
-    for cap in caps:
-        offsets.append(base + len(out))
-        out += cap.pack() if not isinstance(cap, bytes) else cap
-    for i, off in enumerate(offsets):
-        nxt = offsets[i + 1] if i + 1 < len(offsets) else 0
-        rel = off - base
-        out[rel + 4 : rel + 8] = nxt.to_bytes(4, "little")
-    return bytes(out)
-
-
 def vfio_iommu_type1_get_info(it: VfioIommuType1, ucmd: Ucmd) -> int:
     info = ucmd.cmd
     ranges = it.iova_ranges()
-    caps: list[Any] = [
+    caps: list[CStruct | bytes] = [
         V.VfioIommuType1InfoCapMigration(
             flags=1,
             pgsize_bitmap=it.pgsize_bitmap,
@@ -175,11 +162,9 @@ def vfio_iommu_type1_get_info(it: VfioIommuType1, ucmd: Ucmd) -> int:
         V.VfioIommuType1InfoDmaAvail(avail=it.dma_avail),
     ]
     if ranges:
-        iova = V.VfioIommuType1InfoCapIovaRange(nr_iovas=len(ranges)).pack()
-        iova += b"".join(V.VfioIovaRange(lo, hi).pack() for lo, hi in ranges)
-        caps.append(iova)
+        caps.append(V.vfio_iova_range_cap(ranges))
     base = V.VfioIommuType1Info.SIZE
-    chain = _caps_chain(caps, base)
+    chain = vfio_info_cap_chain(caps, base)
     flags = V.VFIO_IOMMU_INFO_PGSIZES | V.VFIO_IOMMU_INFO_CAPS
     argsz, cap_offset = info.argsz, 0
     if argsz < base + len(chain):

@@ -98,3 +98,22 @@ def test_unmap_dma_stops_at_a_mapping_it_would_split(
     assert dma_unmap(ctx, c, 8 * MB, MB) == (-errno.ENOENT, 0)
     assert dma_unmap(ctx, c, 0, 0, V.VFIO_DMA_UNMAP_FLAG_ALL) == (0, 2 * MB)
     assert dma_unmap(ctx, c, 0, 0, V.VFIO_DMA_UNMAP_FLAG_ALL) == (0, 0)
+
+
+def test_get_info_caps_are_aligned_to_8(ctx: IommufdCtx, c: FakeCaller) -> None:
+    """iommufd_vfio_iommu_get_info(): DMA_AVAIL (12 bytes, avail U32_MAX) then
+    IOVA_RANGE, each ALIGN()ed to 8; argsz always says the full size; caps only when
+    they fit."""
+    arg = c.alloc(V.VfioIommuType1Info(argsz=24).pack())
+    assert ctx.ioctl(c, V.VFIO_IOMMU_GET_INFO, arg) == 0
+    info = V.VfioIommuType1Info.unpack_from(c.mm.read(arg, 24))
+    assert (info.argsz, info.flags, info.cap_offset) == (56 + 16 * 2, 3, 0)
+    arg = c.alloc(V.VfioIommuType1Info(argsz=info.argsz).pack() + bytes(info.argsz))
+    assert ctx.ioctl(c, V.VFIO_IOMMU_GET_INFO, arg) == 0
+    buf = c.mm.read(arg, info.argsz)
+    assert V.VfioIommuType1Info.unpack_from(buf).cap_offset == 24
+    avail = V.VfioIommuType1InfoDmaAvail.unpack_from(buf, 24)
+    assert (avail.id, avail.next, avail.avail) == (3, 40, 0xFFFFFFFF)
+    assert buf[36:40] == bytes(4)  # the padding
+    iova = V.VfioIommuType1InfoCapIovaRange.unpack_from(buf, 40)
+    assert (iova.id, iova.next, iova.nr_iovas) == (1, 0, 2)
