@@ -69,6 +69,20 @@ Handler = Callable[[O, Ucmd], int]
 
 
 @attrs.frozen
+class FileOperations(Generic[O]):
+    """The ioctl entries of a file type's ``struct file_operations``: how an open file
+    of that type runs a command (``unlocked_ioctl``) and names one (for ``--trace``).
+
+    A file's struct lives in a private header that many modules share; the struct keeps
+    the `FileOperations` it was opened with, as ``file->f_op``, so only the module that
+    opens the file needs the ioctl handlers, and the header imports none of them.
+    """
+
+    unlocked_ioctl: Callable[[O, Caller, int, int], int]
+    ioctl_name: Callable[[O, int], str | None]
+
+
+@attrs.frozen
 class IoctlOp(Generic[O]):
     """One entry: the command, its kernel name and handler, and its argument struct."""
 

@@ -17,7 +17,8 @@ from .fs.devnodes import VfioTree
 from .fs.tree import Tree
 from .iommu.group import IommuGroup, IommuGroups
 from .iommu.pagetable import Mapping
-from .iommufd.main import IommufdCtx
+from .iommufd.iommufd_private import IommufdCtx
+from .iommufd.main import iommufd_fops_open
 from .uaccess import Caller
 from .vfio.pci.vfio_pci_core import VfioPciCoreDevice
 from .vfio.vfio_main import VfioCore, VfioDevice, VfioOptions
@@ -97,7 +98,7 @@ class Machine:
 
     def iommufd_open(self, caller: Caller, flags: int) -> IommufdCtx:
         """open(/dev/iommu): a new iommufd context."""
-        return IommufdCtx(address_width=self.core.options.address_width)
+        return iommufd_fops_open(self.core.options.address_width)
 
     def attach(self, session: object) -> None:
         """Called once the mount is up."""

@@ -10,7 +10,7 @@ import attrs
 from vfiofs.abi import iommufd as I, vfio as V
 from vfiofs.config import default_topology
 from vfiofs.iommu.iova import iova_holes, iova_overlaps
-from vfiofs.iommufd.main import IommufdCtx
+from vfiofs.iommufd.main import iommufd_fops_open
 from vfiofs.machine import Machine
 from vfiofs.uaccess import FakeCaller, OurFile
 
@@ -86,7 +86,7 @@ def _type1_ranges(c: FakeCaller) -> list[tuple[int, int]]:
 
 def _iommufd_ranges(c: FakeCaller) -> list[tuple[int, int]]:
     m = _machine_with_regions()
-    ctx = IommufdCtx()
+    ctx = iommufd_fops_open()
     c.fds[7] = OurFile(ctx)
     df = m.tree.root.walk("dev/vfio/devices/vfio0").opener(c, 0)  # type: ignore[attr-defined]
     df.ioctl(

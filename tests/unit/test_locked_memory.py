@@ -18,7 +18,7 @@ import pytest
 from vfiofs.abi import iommufd as I, vfio as V
 from vfiofs.config import default_topology
 from vfiofs.errors import KernelError
-from vfiofs.iommufd.main import IommufdCtx
+from vfiofs.iommufd.main import iommufd_fops_open
 from vfiofs.machine import Machine
 from vfiofs.uaccess import CAP_IPC_LOCK, FakeCaller, OurFile
 
@@ -47,7 +47,7 @@ def native(c: FakeCaller, *, attach_first: bool) -> tuple[int, int]:
     """IOAS_MAP of 1 MiB into an IOAS with a device attached (before or after the map,
     so the pinning happens at MAP or at ATTACH). Returns (MAP rc, ATTACH rc)."""
     m = Machine(default_topology())
-    ctx = IommufdCtx()
+    ctx = iommufd_fops_open()
     c.fds[7] = OurFile(ctx)
     df = m.tree.root.walk("dev/vfio/devices/vfio0").opener(c, 0)  # type: ignore[attr-defined]
     bind = V.VfioDeviceBindIommufd(24, 0, 7, 0, 0)
@@ -71,7 +71,7 @@ def native(c: FakeCaller, *, attach_first: bool) -> tuple[int, int]:
 def compat(c: FakeCaller) -> int:
     """MAP_DMA of 1 MiB through /dev/iommu used as a VFIO container."""
     m = Machine(default_topology())
-    ctx = IommufdCtx()
+    ctx = iommufd_fops_open()
     gf = m.core.groups[0].open(c, 0)
     c.fds[5] = OurFile(ctx)
     gf.ioctl(c, V.VFIO_GROUP_SET_CONTAINER, c.alloc(struct.pack("<i", 5)))

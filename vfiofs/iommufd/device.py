@@ -1,5 +1,6 @@
-"""Mirror of drivers/iommu/iommufd/device.c: the DEVICE object, and the API the vfio core
-uses to bind, attach, detach and unbind a device (``iommufd_device_bind`` ...)."""
+"""Mirror of drivers/iommu/iommufd/device.c: the API the vfio core uses to bind, attach,
+detach and unbind a device (``iommufd_device_bind`` ...), and IOMMU_GET_HW_INFO. The
+DEVICE struct is in iommufd_private.py."""
 
 from __future__ import annotations
 
@@ -8,32 +9,23 @@ import errno
 import attrs
 
 from ..abi import iommufd as I
+from ..devices.pci import PciDevice
 from ..errors import KernelError
 from ..ioctl_table import Ucmd
 from ..iommu.group import IommuGroup
 from ..iommu.iova import iova_reserved_hit
-from .hw_pagetable import HwptPaging, iommufd_hwpt_paging_alloc
-from .ioas import Ioas
-from .main import IommufdCtx, IommufdObject
-
-
-@attrs.define(eq=False)
-class IommufdDevice(IommufdObject):
-    """``struct iommufd_device``: one device bound into a context."""
-
-    group: IommuGroup | None = None
-    dev: object = None
-    hwpt: HwptPaging | None = None
-    bound: bool = True  # the vfio driver's reference: DESTROY says EBUSY
-
-    def destroy(self) -> None:
-        iommufd_device_detach(self)
-        if self.group is not None:
-            self.group.release_dma_owner(self.ictx)
+from .iommufd_private import (
+    HwptPaging,
+    Ioas,
+    IommufdCtx,
+    IommufdDevice,
+    iommufd_hw_pagetable_detach,
+    iommufd_hwpt_paging_alloc,
+)
 
 
 def iommufd_device_bind(
-    ictx: IommufdCtx, group: IommuGroup, dev: object
+    ictx: IommufdCtx, group: IommuGroup, dev: PciDevice | None
 ) -> IommufdDevice:
     """Claim the group's DMA ownership for ``ictx`` (EPERM/EBUSY) and make the DEVICE."""
     group.claim_dma_owner(ictx)
@@ -77,9 +69,8 @@ def iommufd_device_attach(idev: IommufdDevice, pt_id: int) -> int:
             )
     if hwpt is None:
         hwpt = iommufd_hwpt_paging_alloc(ictx, ioas, auto=True)
-    old = idev.hwpt
-    if old is not None:
-        _detach(idev)
+    if idev.hwpt is not None:
+        iommufd_hw_pagetable_detach(idev)
     ioas.iopt.reserved[idev] = [
         *reserved,
         (1 << hwpt.domain.address_width, (1 << 64) - 1),
@@ -91,24 +82,9 @@ def iommufd_device_attach(idev: IommufdDevice, pt_id: int) -> int:
     return hwpt.id
 
 
-def _detach(idev: IommufdDevice) -> None:
-    hwpt = idev.hwpt
-    if hwpt is None:
-        return
-    idev.hwpt = None
-    hwpt.devices.remove(idev)
-    hwpt.users -= 1
-    if hwpt.ioas is not None:
-        hwpt.ioas.iopt.reserved.pop(idev, None)
-    if idev.group is not None:
-        idev.group.attach_domain(None)
-    if hwpt.auto and not hwpt.devices:
-        hwpt.ictx.remove(hwpt)
-
-
 def iommufd_device_detach(idev: IommufdDevice) -> None:
     """Back to blocked DMA; an auto HWPT goes with its last device."""
-    _detach(idev)
+    iommufd_hw_pagetable_detach(idev)
 
 
 def iommufd_device_unbind(idev: IommufdDevice) -> None:

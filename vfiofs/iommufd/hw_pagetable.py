@@ -1,5 +1,5 @@
-"""Mirror of drivers/iommu/iommufd/hw_pagetable.c: HWPT_PAGING objects, each owning one
-`IommuDomain` that mirrors its IOAS."""
+"""Mirror of drivers/iommu/iommufd/hw_pagetable.c: IOMMU_HWPT_ALLOC. The HWPT_PAGING
+struct and its allocation, which device attach uses too, are in iommufd_private.py."""
 
 from __future__ import annotations
 
@@ -10,45 +10,10 @@ import attrs
 from ..abi import iommufd as I
 from ..errors import KernelError
 from ..ioctl_table import Ucmd
-from ..iommu.domain import IommuDomain
-from .ioas import Ioas
-from .main import IommufdCtx, IommufdObject
-
-
-@attrs.define(eq=False)
-class HwptPaging(IommufdObject):
-    """``struct iommufd_hwpt_paging``. ``auto`` ones are made by attaching a device to an
-    IOAS and vanish with their last device."""
-
-    ioas: Ioas | None = None
-    domain: IommuDomain = attrs.Factory(IommuDomain)
-    auto: bool = False
-    devices: list[object] = attrs.Factory(list)
-
-    def destroy(self) -> None:
-        if self.ioas is not None:
-            self.ioas.iopt.remove_domain(self.domain)
-            self.ioas.users -= 1
-            self.ioas = None
-
-
-def iommufd_hwpt_paging_alloc(
-    ictx: IommufdCtx, ioas: Ioas, *, auto: bool
-) -> HwptPaging:
-    hwpt = HwptPaging(
-        ictx, ioas=ioas, domain=IommuDomain(ictx.address_width), auto=auto
-    )
-    ioas.iopt.add_domain(
-        hwpt.domain
-    )  # may fail (RLIMIT_MEMLOCK) before anything changes
-    ioas.users += 1
-    ictx.add(hwpt)
-    return hwpt
+from .iommufd_private import Ioas, IommufdCtx, IommufdDevice, iommufd_hwpt_paging_alloc
 
 
 def iommufd_hwpt_alloc(ictx: IommufdCtx, ucmd: Ucmd) -> int:
-    from .device import IommufdDevice
-
     c = ucmd.cmd
     if c.reserved:
         raise KernelError(errno.EOPNOTSUPP, "reserved")

@@ -1,4 +1,5 @@
-"""Mirror of drivers/iommu/iommufd/ioas.c: the IOAS object and its ioctls."""
+"""Mirror of drivers/iommu/iommufd/ioas.c: the IOAS ioctls (the struct is in
+iommufd_private.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from ..errors import KernelError
 from ..ioctl_table import Ucmd
 from .io_pagetable import (
     U64_MAX,
-    IoPagetable,
     IoptPages,
     iopt_alloc_area,
     iopt_fill_domains,
@@ -20,20 +20,9 @@ from .io_pagetable import (
     iopt_unmap_all,
     iopt_unmap_iova,
 )
-from .main import IommufdCtx, IommufdObject
+from .iommufd_private import Ioas, IommufdCtx
 
 RW = I.IOMMU_IOAS_MAP_READABLE | I.IOMMU_IOAS_MAP_WRITEABLE
-
-
-@attrs.define(eq=False)
-class Ioas(IommufdObject):
-    """``struct iommufd_ioas``: an I/O address space."""
-
-    iopt: IoPagetable = attrs.Factory(IoPagetable)
-
-    def destroy(self) -> None:
-        for area in list(self.iopt.areas):
-            self.iopt.remove(area)
 
 
 def iommufd_ioas_alloc(ictx: IommufdCtx) -> Ioas:

@@ -18,15 +18,14 @@ from ..errors import KernelError
 from ..ioctl_table import ArgKind, IoctlOp, IoctlTable, Ucmd, vfio_info_cap_chain
 from ..uaccess import CAP_SYS_RAWIO, Caller
 from .io_pagetable import iopt_map_user_pages, iopt_unmap_all, iopt_unmap_iova
-from .ioas import Ioas
-from .main import IommufdCtx
+from .iommufd_private import Ioas, IommufdCtx
 
 
 def compat_ioas(ictx: IommufdCtx) -> Ioas:
+    """``get_compat_ioas``: ENODEV until a group brought one."""
     if ictx.compat_ioas is None:
         raise KernelError(errno.ENODEV, "no compat IOAS (attach a group first)")
-    ioas: Ioas = ictx.compat_ioas
-    return ioas
+    return ictx.compat_ioas
 
 
 def iommufd_vfio_check_extension(ictx: IommufdCtx, ucmd: Ucmd) -> int:

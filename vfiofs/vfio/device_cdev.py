@@ -18,7 +18,7 @@ from ..iommufd.device import (
     iommufd_device_bind,
     iommufd_device_detach,
 )
-from ..iommufd.main import IommufdCtx
+from ..iommufd.iommufd_private import IommufdCtx
 from ..uaccess import Caller, OurFile
 from .vfio_main import VfioDevice, VfioDeviceFile
 

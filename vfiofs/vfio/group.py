@@ -169,7 +169,7 @@ def vfio_group_ioctl_set_container(gf: VfioGroupFile, ucmd: Ucmd) -> int:
 
     fd = struct.unpack("<i", ucmd.caller.copy_from_user(ucmd.arg, 4))[0]
     ref = ucmd.caller.fget(fd)
-    from ..iommufd.main import IommufdCtx
+    from ..iommufd.iommufd_private import IommufdCtx
 
     group = gf.group
     if group.container is not None or group.iommufd is not None:

@@ -12,7 +12,8 @@ import pytest
 from vfiofs.abi import vfio as V
 from vfiofs.config import default_topology
 from vfiofs.errors import KernelError
-from vfiofs.iommufd.main import IommufdCtx
+from vfiofs.iommufd.iommufd_private import IommufdCtx
+from vfiofs.iommufd.main import iommufd_fops_open
 from vfiofs.machine import Machine
 from vfiofs.uaccess import FakeCaller, OurFile
 
@@ -33,7 +34,7 @@ def ctx(c: FakeCaller) -> IommufdCtx:
     """An iommufd used as the container of group 0, with its device open (so the
     compat IOAS has a domain and a 4 KiB IOVA alignment)."""
     m = Machine(default_topology())
-    ictx = IommufdCtx()
+    ictx = iommufd_fops_open()
     gf = m.core.groups[0].open(c, 0)
     c.fds[5] = OurFile(ictx)
     gf.ioctl(c, V.VFIO_GROUP_SET_CONTAINER, c.alloc(struct.pack("<i", 5)))
