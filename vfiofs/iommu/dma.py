@@ -4,6 +4,7 @@ An unmapped IOVA or a missing permission is a `DmaFault`, and nothing is written
 from __future__ import annotations
 
 from ..errors import KernelError
+from ..uaccess import AddressSpace
 from .group import IommuGroup
 from .pagetable import IOMMU_READ, IOMMU_WRITE, PAGE_SIZE
 
@@ -19,11 +20,11 @@ class DmaFault(Exception):
 
 def _chunks(
     group: IommuGroup, iova: int, size: int, prot: int
-) -> list[tuple[object, int, int]]:
+) -> list[tuple[AddressSpace, int, int]]:
     domain = group.domain
     if group.noiommu or domain is None:
         raise DmaFault(iova, "no-iommu" if group.noiommu else "unmapped")
-    out: list[tuple[object, int, int]] = []
+    out: list[tuple[AddressSpace, int, int]] = []
     pos = iova
     end = iova + size
     while pos < end:
@@ -47,7 +48,7 @@ def dma_read(group: IommuGroup, iova: int, size: int) -> bytes:
     out = bytearray()
     for owner, vaddr, n in _chunks(group, iova, size, IOMMU_READ):
         try:
-            out += owner.read(vaddr, n)  # type: ignore[attr-defined]
+            out += owner.read(vaddr, n)
         except KernelError as e:  # the process is gone or the page faulted
             raise DmaFault(iova + len(out), f"memory: {e}") from None
     return bytes(out)
@@ -58,7 +59,7 @@ def dma_write(group: IommuGroup, iova: int, data: bytes) -> None:
     pos = 0
     for owner, vaddr, n in _chunks(group, iova, len(data), IOMMU_WRITE):
         try:
-            owner.write(vaddr, data[pos : pos + n])  # type: ignore[attr-defined]
+            owner.write(vaddr, data[pos : pos + n])
         except KernelError as e:
             raise DmaFault(iova + pos, f"memory: {e}") from None
         pos += n

@@ -3,10 +3,9 @@ users: the aperture and the supported page sizes."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
 
+from ..uaccess import AddressSpace
 from .pagetable import IoPageTable, Translation
 
 PGSIZE_BITMAP = (1 << 12) | (1 << 21) | (1 << 30)  # 4K | 2M | 1G, as VT-d
@@ -32,7 +31,9 @@ class IommuDomain:
     def aperture_end(self) -> int:
         return (1 << self.address_width) - 1
 
-    def map(self, iova: int, size: int, owner: Any, vaddr: int, prot: int) -> None:
+    def map(
+        self, iova: int, size: int, owner: AddressSpace, vaddr: int, prot: int
+    ) -> None:
         self.pagetable.map(iova, size, owner, vaddr, prot)
 
     def unmap(self, iova: int, size: int) -> int:

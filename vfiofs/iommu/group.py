@@ -4,7 +4,7 @@ its reserved regions, the domain it is attached to, and who owns its DMA."""
 from __future__ import annotations
 
 import errno
-from typing import Any
+from typing import Protocol
 
 import attrs
 
@@ -18,13 +18,20 @@ IOMMU_RESV_DIRECT_RELAXABLE = "direct-relaxable"
 DMA_SAFE_DRIVERS = frozenset({"vfio-pci", "pci-stub", ""})
 
 
+class IommuGroupDevice(Protocol):
+    """A device as its IOMMU group sees it: which host driver it is bound to."""
+
+    @property
+    def driver(self) -> str: ...
+
+
 @attrs.define(eq=False)
 class IommuGroup:
     """An IOMMU group. ``noiommu`` groups (vfio's fake groups) translate nothing."""
 
     id: int
     noiommu: bool = False
-    devices: list[Any] = attrs.Factory(list)
+    devices: list[IommuGroupDevice] = attrs.Factory(list)
     domain: IommuDomain | None = None
     owner: object | None = None
     reserved_regions: list[tuple[int, int, str]] = attrs.Factory(list)
@@ -49,7 +56,7 @@ class IommuGroup:
 
     def viable(self) -> bool:
         """No device of the group is bound to a driver that does its own DMA."""
-        return all(getattr(d, "driver", "") in DMA_SAFE_DRIVERS for d in self.devices)
+        return all(d.driver in DMA_SAFE_DRIVERS for d in self.devices)
 
     def claim_dma_owner(self, owner: object) -> None:
         """``iommu_group_claim_dma_owner``: EPERM when a kernel driver does DMA through

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 from ..errors import KernelError
+from ..uaccess import AddressSpace
 
 IOMMU_READ = 1
 IOMMU_WRITE = 2
@@ -35,7 +36,7 @@ def level_shift(level: int) -> int:
 class Translation(NamedTuple):
     """Where one IOVA goes."""
 
-    owner: Any
+    owner: AddressSpace
     vaddr: int
     prot: int
     page_size: int
@@ -46,7 +47,7 @@ class Mapping(NamedTuple):
 
     iova: int
     size: int
-    owner: Any
+    owner: AddressSpace
     vaddr: int
     prot: int
 
@@ -56,7 +57,7 @@ class _Run:
 
     __slots__ = ("iova", "owner", "prot", "vaddr")
 
-    def __init__(self, owner: Any, iova: int, vaddr: int, prot: int) -> None:
+    def __init__(self, owner: AddressSpace, iova: int, vaddr: int, prot: int) -> None:
         self.owner, self.iova, self.vaddr, self.prot = owner, iova, vaddr, prot
 
 
@@ -93,7 +94,9 @@ class IoPageTable:
 
     # --- map ---------------------------------------------------------------------------
 
-    def map(self, iova: int, size: int, owner: Any, vaddr: int, prot: int) -> None:
+    def map(
+        self, iova: int, size: int, owner: AddressSpace, vaddr: int, prot: int
+    ) -> None:
         """Map ``[iova, iova+size)`` to ``owner``'s ``vaddr``. Raises EINVAL for bad
         alignment or range, EEXIST if any page of the range is mapped (nothing changes)."""
         self._check(iova, size)
