@@ -2,8 +2,8 @@
 
 Each field carries its `struct` format code in its metadata (`u32()`, `u64()`, ...). The
 decorator compiles ``"<" + codes`` (x86-64 is little-endian; every pad is spelled out, so
-there is no implicit padding) and adds ``SIZE``, ``unpack_from``, ``pack`` and
-``offsetofend``. No validators: `struct.pack` range-checks, semantics live in handlers.
+there is no implicit padding) and adds ``SIZE``, ``unpack_from``, ``pack``, ``offsetof``
+and ``offsetofend``. No validators: `struct.pack` range-checks, semantics live in handlers.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ class CStruct:
     SIZE: ClassVar[int]
     STRUCT: ClassVar[struct.Struct]
     FIELDS: ClassVar[tuple[str, ...]]
+    OFFSETS: ClassVar[dict[str, int]]
     ENDS: ClassVar[dict[str, int]]
 
     def pack(self) -> bytes:
@@ -74,6 +75,11 @@ class CStruct:
     def unpack_from(cls, buf: bytes | bytearray | memoryview, offset: int = 0) -> Self:
         """Decode ``SIZE`` bytes of ``buf`` at ``offset``."""
         return cls(*cls.STRUCT.unpack_from(buf, offset))
+
+    @classmethod
+    def offsetof(cls, name: str) -> int:
+        """``offsetof(struct, name)``: where field ``name`` starts."""
+        return cls.OFFSETS[name]
 
     @classmethod
     def offsetofend(cls, name: str) -> int:
@@ -91,14 +97,17 @@ def cstruct(cls: type[T]) -> type[T]:
     fields = attrs.fields(acls)
     codes = [f.metadata[_FMT] for f in fields]
     st = struct.Struct("<" + "".join(codes))
+    offsets: dict[str, int] = {}
     ends: dict[str, int] = {}
     off = 0
     for f, code in zip(fields, codes, strict=True):
+        offsets[f.name] = off
         off += struct.calcsize("<" + code)
         ends[f.name] = off
     acls.SIZE = st.size
     acls.STRUCT = st
     acls.FIELDS = tuple(f.name for f in fields)
+    acls.OFFSETS = offsets
     acls.ENDS = ends
     return acls  # type: ignore[no-any-return]
 
