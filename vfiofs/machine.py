@@ -21,7 +21,8 @@ from .iommufd.iommufd_private import IommufdCtx
 from .iommufd.main import iommufd_fops_open
 from .uaccess import Caller
 from .vfio.pci.vfio_pci_core import VfioPciCoreDevice
-from .vfio.vfio_main import VfioCore, VfioDevice, VfioOptions
+from .vfio.vfio import VfioDevice, VfioOptions
+from .vfio.vfio_main import VfioCore
 
 
 def vfio_options(o: Options) -> VfioOptions:

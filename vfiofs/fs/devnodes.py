@@ -8,16 +8,21 @@ Unregistering removes them again. Modes and owners are those of a real system.
 
 from __future__ import annotations
 
+import functools
 import stat
 from collections.abc import Callable
-from typing import Any
 
 import attrs
 
+from ..devices.pci import PciDevice
 from ..idr import ida_alloc_min
+from ..iommu.group import IommuGroup
+from ..iommufd.iommufd_private import IommufdCtx
 from ..uaccess import Caller
-from ..vfio.vfio_main import VfioCore, VfioDevice
-from .node import Attribute, DeviceNode, Directory, OpenFile, Symlink, text
+from ..vfio.device_cdev import vfio_device_fops_cdev_open
+from ..vfio.vfio import VfioDevice, VfioGroup
+from ..vfio.vfio_main import VfioCore
+from .node import Attribute, DeviceNode, Directory, Opener, OpenFile, Symlink, text
 from .sysfs import (
     IOMMU_MISC_MINOR,
     IORESOURCE_IO,
@@ -36,7 +41,7 @@ from .sysfs import (
 )
 
 
-def _dev(mode: int, opener: Any) -> DeviceNode:
+def _dev(mode: int, opener: Opener) -> DeviceNode:
     return DeviceNode(mode=stat.S_IFREG | mode, opener=opener)
 
 
@@ -46,7 +51,7 @@ class VfioTree:
 
     root: Directory
     core: VfioCore
-    iommufd_open: Callable[[Caller, int], Any] | None = None  # dev/iommu, with IOMMUFD
+    iommufd_open: Callable[[Caller, int], IommufdCtx] | None = None  # with IOMMUFD
     group_minors: dict[str, int] = attrs.Factory(dict)
 
     def __attrs_post_init__(self) -> None:
@@ -100,7 +105,7 @@ class VfioTree:
         assert self.iommufd_open is not None
         ctx = self.iommufd_open(caller, flags)
         ctx.account_mm = True
-        return ctx  # type: ignore[no-any-return]
+        return ctx
 
     def _sys(self, path: str) -> Directory:
         node = self.root.walk("sys/" + path)
@@ -109,7 +114,7 @@ class VfioTree:
 
     # --- VfioListener --------------------------------------------------------------------
 
-    def group_added(self, group: Any) -> None:
+    def group_added(self, group: VfioGroup) -> None:
         minor = ida_alloc_min(set(self.group_minors.values()))
         self.group_minors[group.name] = minor
         vfio = self.root.walk("dev/vfio")
@@ -142,7 +147,7 @@ class VfioTree:
             Attribute(mode=stat.S_IFREG | 0o400, show=lambda: _mappings_text(ig)),
         )
 
-    def group_removed(self, group: Any) -> None:
+    def group_removed(self, group: VfioGroup) -> None:
         self.group_minors.pop(group.name, None)
         vfio = self.root.walk("dev/vfio")
         assert isinstance(vfio, Directory)
@@ -199,13 +204,8 @@ class VfioTree:
         devices = self.root.walk("dev/vfio/devices")
         assert isinstance(devices, Directory)
         devices.add(
-            name, _dev(0o600, lambda caller, flags: self.cdev_open(vdev, caller, flags))
+            name, _dev(0o600, functools.partial(vfio_device_fops_cdev_open, vdev))
         )
-
-    def cdev_open(self, vdev: VfioDevice, caller: Caller, flags: int) -> OpenFile:
-        from ..vfio.device_cdev import vfio_device_fops_cdev_open
-
-        return vfio_device_fops_cdev_open(vdev, caller, flags)
 
     def device_removed(self, vdev: VfioDevice) -> None:
         bdf = vdev.name
@@ -228,7 +228,7 @@ def yn(flag: bool) -> str:
     return "Y" if flag else "N"
 
 
-def _mappings_text(group: Any) -> bytes:
+def _mappings_text(group: IommuGroup) -> bytes:
     """One line per mapping: ``iova-last pid:vaddr prot``."""
     if group.domain is None:
         return b""
@@ -242,7 +242,7 @@ def _mappings_text(group: Any) -> bytes:
     return "".join(lines).encode()
 
 
-def _resources(pdev: Any) -> list[tuple[int, int, int]]:
+def _resources(pdev: PciDevice) -> list[tuple[int, int, int]]:
     """``resource`` lines: BARs get made-up, naturally aligned host addresses."""
     out = []
     base = 0xFE000000

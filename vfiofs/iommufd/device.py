@@ -25,7 +25,7 @@ from .iommufd_private import (
 
 
 def iommufd_device_bind(
-    ictx: IommufdCtx, group: IommuGroup, dev: PciDevice | None
+    ictx: IommufdCtx, group: IommuGroup, dev: PciDevice
 ) -> IommufdDevice:
     """Claim the group's DMA ownership for ``ictx`` (EPERM/EBUSY) and make the DEVICE."""
     group.claim_dma_owner(ictx)

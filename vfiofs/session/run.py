@@ -81,14 +81,16 @@ class GetDeviceFd:
         me = threading.get_native_id()  # the open() below comes from this thread
 
         def prepare() -> bool:
-            from ..vfio.group import VfioGroupFile
-
             handle = session.tree.handles.get(fh)
-            if handle is None or not isinstance(handle.file, VfioGroupFile):
+            # only a group fd opens devices (the vfio core's VfioGroupFile.get_device_fd)
+            open_device = (
+                getattr(handle.file, "get_device_fd", None) if handle else None
+            )
+            if open_device is None:
                 return False  # ours but not a group: our own FUSE ioctl answers it
             caller = RequestCaller(tid, 0, 0, session.procs)
             name = strndup_user(caller, name_ptr).decode(errors="replace")
-            self.broker.pending[me] = handle.file.get_device_fd(caller, name)
+            self.broker.pending[me] = open_device(caller, name)
             return True
 
         if not session.call_in_core(prepare):

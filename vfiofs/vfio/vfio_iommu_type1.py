@@ -4,14 +4,13 @@ One `IommuDomain` per container holds every attached group, so device DMA transl
 through its page table. Like the kernel's rb-tree of ``vfio_dma``, the backend keeps one
 record per MAP_DMA call (a 1 GiB map is one record, not 262,144); the page table holds the
 translation. Every check of MAP_DMA and UNMAP_DMA comes in the kernel's order with its
-errno (vfio-abi.md §3.6); pages are charged to the mapping process's RLIMIT_MEMLOCK.
+errno; pages are charged to the mapping process's RLIMIT_MEMLOCK.
 """
 
 from __future__ import annotations
 
 import bisect
 import errno
-from typing import Any
 
 import attrs
 
@@ -23,7 +22,7 @@ from ..iommu.domain import IommuDomain
 from ..iommu.iova import iova_holes, iova_overlaps
 from ..iommu.pagetable import IOMMU_READ, IOMMU_WRITE
 from ..uaccess import CAP_IPC_LOCK, AddressSpace, Caller, account_locked_vm
-from .vfio_main import VfioCore
+from .vfio import VfioGroup, VfioOptions
 
 U64_MAX = (1 << 64) - 1
 DIRTY_BITMAP_SIZE_MAX = 256 << 20  # bytes (vfio_iommu_type1.c)
@@ -54,17 +53,17 @@ class VfioDma:
 class VfioIommuType1:
     """``struct vfio_iommu``: the type1 backend of one container."""
 
-    core: VfioCore
+    options: VfioOptions
     v2: bool = True
     domain: IommuDomain = attrs.field(init=False)
-    groups: list[Any] = attrs.Factory(list)
+    groups: list[VfioGroup] = attrs.Factory(list)
     dmas: list[VfioDma] = attrs.Factory(list)  # sorted by iova
     dma_avail: int = attrs.field(init=False)
     dirty_tracking: bool = False
 
     def __attrs_post_init__(self) -> None:
-        self.domain = IommuDomain(self.core.options.address_width)
-        self.dma_avail = self.core.options.dma_entry_limit
+        self.domain = IommuDomain(self.options.address_width)
+        self.dma_avail = self.options.dma_entry_limit
 
     @property
     def pgsize_bitmap(self) -> int:
@@ -73,14 +72,6 @@ class VfioIommuType1:
     @property
     def pgsize(self) -> int:
         return self.pgsize_bitmap & -self.pgsize_bitmap
-
-    @staticmethod
-    def supports(ext: int) -> int:
-        return (
-            1
-            if ext in (V.VFIO_TYPE1_IOMMU, V.VFIO_TYPE1v2_IOMMU, V.VFIO_UNMAP_ALL)
-            else 0
-        )
 
     def check_extension(self, ext: int) -> int:
         if ext in (
@@ -98,8 +89,6 @@ class VfioIommuType1:
         return IOCTLS.name(cmd)
 
     def ioctl(self, caller: Caller, cmd: int, arg: int) -> int:
-        if cmd == V.VFIO_CHECK_EXTENSION:
-            return self.check_extension(arg)
         return IOCTLS.dispatch(self, caller, cmd, arg)
 
     # --- IOVA ranges -------------------------------------------------------------------
@@ -117,8 +106,8 @@ class VfioIommuType1:
 
     # --- groups ------------------------------------------------------------------------
 
-    def attach_group(self, group: Any) -> None:
-        """``vfio_iommu_type1_attach_group`` (§3.6.6)."""
+    def attach_group(self, group: VfioGroup) -> None:
+        """``vfio_iommu_type1_attach_group``."""
         if any(d.vaddr_invalid for d in self.dmas):
             raise KernelError(errno.EBUSY, "a vaddr is invalidated")
         if group in self.groups:
@@ -131,7 +120,7 @@ class VfioIommuType1:
         self.groups.append(group)
         group.iommu_group.attach_domain(self.domain)
 
-    def detach_group(self, group: Any) -> None:
+    def detach_group(self, group: VfioGroup) -> None:
         if group in self.groups:
             self.groups.remove(group)
             group.iommu_group.attach_domain(None)
@@ -343,7 +332,10 @@ def vfio_iommu_type1_dirty_pages(it: VfioIommuType1, ucmd: Ucmd) -> int:
         < V.VfioIommuType1DirtyBitmap.SIZE + V.VfioIommuType1DirtyBitmapGet.SIZE
     ):
         raise KernelError(errno.EINVAL, "argsz too small for the range")
-    raw = ucmd.caller.copy_from_user(ucmd.arg + 8, V.VfioIommuType1DirtyBitmapGet.SIZE)
+    # data[] follows the header: the range to report
+    raw = ucmd.caller.copy_from_user(
+        ucmd.arg + V.VfioIommuType1DirtyBitmap.SIZE, V.VfioIommuType1DirtyBitmapGet.SIZE
+    )
     rng = V.VfioIommuType1DirtyBitmapGet.unpack_from(raw)
     bitmap = V.VfioBitmap.unpack_from(rng.bitmap)
     pg = it.pgsize
@@ -426,3 +418,29 @@ IOCTLS: IoctlTable[VfioIommuType1] = IoctlTable(
         ),
     ]
 )
+
+
+@attrs.frozen
+class VfioIommuType1Ops:
+    """``vfio_iommu_driver_ops_type1``: what a container asks before it has a backend."""
+
+    noiommu: bool = False
+
+    def check_extension(self, ext: int) -> int:
+        """Without a container's state: the types and UNMAP_ALL (DMA_CC_IOMMU and
+        UPDATE_VADDR need one)."""
+        types = (V.VFIO_TYPE1_IOMMU, V.VFIO_TYPE1v2_IOMMU, V.VFIO_UNMAP_ALL)
+        return 1 if ext in types else 0
+
+    def open(
+        self, arg: int, caller: Caller, options: VfioOptions
+    ) -> VfioIommuType1 | None:
+        """``vfio_iommu_type1_open``: type1 (v1) or v2; the retired nesting type is v2."""
+        if arg == V.VFIO_TYPE1_IOMMU:
+            return VfioIommuType1(options, v2=False)
+        if arg in (V.VFIO_TYPE1v2_IOMMU, V.VFIO_TYPE1_NESTING_IOMMU):
+            return VfioIommuType1(options, v2=True)
+        return None
+
+
+VFIO_IOMMU_TYPE1_OPS = VfioIommuType1Ops()

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import errno
 import struct
-from typing import Any
 
 import attrs
 
 from ...abi import vfio as V
+from ...devices.pci import PciDevice
 from ...errors import KernelError
 from ...uaccess import Caller, EventFd, ForeignFile
 
@@ -57,7 +57,7 @@ class IrqState:
             self.disable(index)
 
 
-def irq_count(pdev: Any, index: int) -> int:
+def irq_count(pdev: PciDevice, index: int) -> int:
     """vfio_pci_get_irq_count()."""
     irqs = pdev.spec.irqs
     if index == V.VFIO_PCI_INTX_IRQ_INDEX:
@@ -74,7 +74,7 @@ def irq_count(pdev: Any, index: int) -> int:
 
 
 def vfio_pci_set_irqs(
-    state: IrqState, pdev: Any, caller: Caller, arg: int, hdr: V.VfioIrqSet
+    state: IrqState, pdev: PciDevice, caller: Caller, arg: int, hdr: V.VfioIrqSet
 ) -> int:
     """VFIO_DEVICE_SET_IRQS: vfio_set_irqs_validate_and_prepare() then the per-index
     handler. Eventfds are fetched before any state changes."""
@@ -143,13 +143,13 @@ def vfio_pci_set_irqs(
         raise KernelError(errno.ENOTTY)
     # the handler found, fetch every eventfd before any state change (uaccess rule)
     fds: list[int] = []
-    refs: list[Any] = []
+    refs: list[ForeignFile] = []
     if data_type == V.VFIO_IRQ_SET_DATA_EVENTFD:
         fds = list(struct.unpack(f"<{count}i", data))
-        refs = caller.fget_many([fd for fd in fds if fd >= 0])
-        for ref in refs:
+        for ref in caller.fget_many([fd for fd in fds if fd >= 0]):
             if not isinstance(ref, ForeignFile) or ref.kind != "eventfd":
                 raise KernelError(errno.EINVAL, "not an eventfd")
+            refs.append(ref)
     # TRIGGER
     if count == 0 and data_type == V.VFIO_IRQ_SET_DATA_NONE:
         state.disable(index)
