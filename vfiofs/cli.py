@@ -95,7 +95,6 @@ def cmd_mount(args: argparse.Namespace) -> int:
                 machine.tree,
                 args.mountpoint,
                 trace=sys.stderr if args.trace else None,
-                on_ready=machine.attach,
             )
         )
     except (OSError, BaseExceptionGroup) as e:  # mount refused, /dev/fuse unusable, ...

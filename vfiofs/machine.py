@@ -46,7 +46,6 @@ class Machine:
     iommu_groups: IommuGroups = attrs.Factory(IommuGroups)
     devices: dict[str, PciDevice] = attrs.Factory(dict)
     vdevs: dict[str, VfioDevice] = attrs.Factory(dict)
-    session: object = None
 
     def __attrs_post_init__(self) -> None:
         self.core = VfioCore(vfio_options(self.topology.options))
@@ -100,7 +99,3 @@ class Machine:
     def iommufd_open(self, caller: Caller, flags: int) -> IommufdCtx:
         """open(/dev/iommu): a new iommufd context."""
         return iommufd_fops_open(self.core.options.address_width)
-
-    def attach(self, session: object) -> None:
-        """Called once the mount is up."""
-        self.session = session

@@ -135,9 +135,7 @@ async def _run(
 ) -> int:
     async with trio.open_nursery() as nursery:
         session: FuseSession = await nursery.start(
-            functools.partial(
-                serve, machine.tree, mnt, trace=trace, on_ready=machine.attach
-            )
+            functools.partial(serve, machine.tree, mnt, trace=trace)
         )
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         with ours:
