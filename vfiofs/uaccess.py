@@ -5,7 +5,7 @@ Handlers below ``session/`` never touch a process directly. They get a `Caller` 
 fd number to one of our open handles, or to a foreign file such as an eventfd).
 
 Resolving a fd takes a round trip through our own mount, which the FUSE reader thread must
-never make (design.md §10). So ``fget`` of a fd the session has not resolved yet raises
+never make (docs/internals.md, platform facts). So ``fget`` of a fd the session has not resolved yet raises
 `NeedFds`; the session resolves those numbers in a worker thread and runs the handler again
 with them resolved, as FUSE_IOCTL_RETRY does for unrestricted ioctls. **Rule for handlers:
 call ``fget`` before changing any state.**

@@ -8,7 +8,7 @@ mapped to its process (Tgid) only when a handler needs the memory or the fds.
 
 Fds: a caller's fd number is duplicated with ``pidfd_getfd``; a duplicate on our own mount
 is asked, with a private ioctl, which handle (fh) it is. That ioctl is served by the FUSE
-reader, so `FdResolver.resolve` must run in a worker thread (design.md §10).
+reader, so `FdResolver.resolve` must run in a worker thread (docs/internals.md).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Seccomp user notification: trap ``ioctl(fd, VFIO_GROUP_GET_DEVICE_FD)`` in `vfiofs run`.
 
 A FUSE reply cannot create a file descriptor in the caller, so the launcher installs a
-filter that turns that one ioctl into a notification (design.md §6, mechanisms.md §1).
+filter that turns that one ioctl into a notification (kernel/seccomp.c).
 `SeccompSupervisor` serves the listener in its own thread until every process using the
 filter has exited (POLLHUP): for each call it asks a handler for a daemon-side fd and
 installs it in the caller with SECCOMP_IOCTL_NOTIF_ADDFD + SECCOMP_ADDFD_FLAG_SEND, which

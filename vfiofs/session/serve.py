@@ -7,7 +7,7 @@ needs a caller's fds resolved (`NeedFds`) gets a task of its own, under a cancel
 FUSE_INTERRUPT cancels (the caller then gets EINTR). The loop ends cleanly when the kernel
 says the filesystem is gone (ENODEV on read).
 
-The reader must never touch its own mount (design.md §10): fd resolution runs in a worker
+The reader must never touch its own mount (docs/internals.md): fd resolution runs in a worker
 thread, and the mount's device number comes from /proc/self/mountinfo, not stat(2).
 """
 

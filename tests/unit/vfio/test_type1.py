@@ -1,5 +1,6 @@
 """The type1 backend: GET_INFO's capability chain, MAP_DMA and UNMAP_DMA checks in the
-kernel's order (vfio-abi.md §3.6), accounting, and the page table behind it."""
+kernel's order (drivers/vfio/vfio_iommu_type1.c), accounting, and the page table behind
+it."""
 
 from __future__ import annotations
 

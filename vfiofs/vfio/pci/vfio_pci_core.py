@@ -2,8 +2,9 @@
 `PciDevice` — GET_INFO, GET_REGION_INFO, GET_IRQ_INFO, SET_IRQS, RESET and the hot-reset
 pair, plus pread/pwrite at the region offsets (index << 40), as vfio_pci_rdwr.c.
 
-BARs are served by pread/pwrite; no region has the MMAP flag, because FUSE cannot trap
-accesses to a mapping (design.md §8).
+BARs are served by pread/pwrite; no region has the MMAP flag: stores through a mapping
+never reach the daemon (docs/internals.md, platform facts), and a device model sees its
+registers written only through pwrite.
 """
 
 from __future__ import annotations
