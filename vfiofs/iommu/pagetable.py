@@ -203,7 +203,7 @@ class IoPageTable:
     def walk(self) -> Iterator[Mapping]:
         """Every mapping in ascending IOVA order, contiguous leaves merged."""
         cur: list[Any] | None = None  # [iova, size, owner, vaddr, prot]
-        for iova, size, run in self._leaves(self.root, self.levels, 0):
+        for iova, size, run in self._spans(self.root, self.levels, 0):
             vaddr = run.vaddr + (iova - run.iova)
             if (
                 cur is not None
@@ -219,6 +219,31 @@ class IoPageTable:
             cur = [iova, size, run.owner, vaddr, run.prot]
         if cur is not None:
             yield Mapping(*cur)
+
+    def _spans(
+        self, table: _Table, level: int, base: int
+    ) -> Iterator[tuple[int, int, _Run]]:
+        """The leaves in IOVA order, neighbouring entries of one run joined: a 1 GiB
+        map of 4 KiB leaves is 512 spans, not 262,144 leaves."""
+        shift = level_shift(level)
+        run: _Run | None = None
+        first = last = 0
+        for i, e in enumerate(table):
+            if e.__class__ is _Run:
+                if e is run and i == last + 1:
+                    last = i
+                    continue
+                if run is not None:
+                    yield base + (first << shift), (last - first + 1) << shift, run
+                run, first, last = e, i, i
+                continue
+            if run is not None:
+                yield base + (first << shift), (last - first + 1) << shift, run
+                run = None
+            if e is not None:
+                yield from self._spans(e, level - 1, base + (i << shift))
+        if run is not None:
+            yield base + (first << shift), (last - first + 1) << shift, run
 
     def _leaves(
         self, table: _Table, level: int, base: int
