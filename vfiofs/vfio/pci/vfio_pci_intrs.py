@@ -81,8 +81,19 @@ DATA_SIZE = {
     V.VFIO_IRQ_SET_DATA_EVENTFD: 4,
 }
 
-# (state, pdev, caller, hdr, data type, data) -> 0
-IrqHandler = Callable[[IrqState, PciDevice, Caller, V.VfioIrqSet, int, bytes], int]
+
+@attrs.frozen
+class IrqSet:
+    """One VFIO_DEVICE_SET_IRQS, validated: the header, its data type and its data."""
+
+    pdev: PciDevice
+    caller: Caller
+    hdr: V.VfioIrqSet
+    data_type: int
+    data: bytes
+
+
+IrqHandler = Callable[[IrqState, IrqSet], int]
 
 
 def vfio_pci_set_irqs(
@@ -96,7 +107,7 @@ def vfio_pci_set_irqs(
     handler = IRQ_HANDLERS.get((hdr.index, hdr.flags & ACTION_MASK))
     if handler is None:
         raise KernelError(errno.ENOTTY, "no handler for this index and action")
-    return handler(state, pdev, caller, hdr, data_type, data)
+    return handler(state, IrqSet(pdev, caller, hdr, data_type, data))
 
 
 def vfio_set_irqs_validate_and_prepare(
@@ -122,70 +133,43 @@ def vfio_set_irqs_validate_and_prepare(
     return data_type, size
 
 
-def vfio_pci_set_intx_mask(
-    state: IrqState,
-    pdev: PciDevice,
-    caller: Caller,
-    hdr: V.VfioIrqSet,
-    data_type: int,
-    data: bytes,
-) -> int:
-    return _intx_mask(state, data_type, data, hdr.count, mask=True)
+def vfio_pci_set_intx_mask(state: IrqState, req: IrqSet) -> int:
+    return _intx_mask(state, req, mask=True)
 
 
-def vfio_pci_set_intx_unmask(
-    state: IrqState,
-    pdev: PciDevice,
-    caller: Caller,
-    hdr: V.VfioIrqSet,
-    data_type: int,
-    data: bytes,
-) -> int:
-    if data_type == V.VFIO_IRQ_SET_DATA_EVENTFD:
+def vfio_pci_set_intx_unmask(state: IrqState, req: IrqSet) -> int:
+    if req.data_type == V.VFIO_IRQ_SET_DATA_EVENTFD:
         raise KernelError(errno.EINVAL, "unmask via eventfd (irqfd) is not emulated")
-    return _intx_mask(state, data_type, data, hdr.count, mask=False)
+    return _intx_mask(state, req, mask=False)
 
 
-def vfio_pci_set_msi_trigger(
-    state: IrqState,
-    pdev: PciDevice,
-    caller: Caller,
-    hdr: V.VfioIrqSet,
-    data_type: int,
-    data: bytes,
-) -> int:
+def vfio_pci_set_msi_trigger(state: IrqState, req: IrqSet) -> int:
     """MSI or MSI-X, whichever ``hdr.index`` says; never with INTx or the other kind."""
-    index = hdr.index
-    if V.VFIO_PCI_INTX_IRQ_INDEX in state.enabled and hdr.count:
+    index, count = req.hdr.index, req.hdr.count
+    if V.VFIO_PCI_INTX_IRQ_INDEX in state.enabled and count:
         raise KernelError(errno.EINVAL, "INTx is enabled")
     other = (
         V.VFIO_PCI_MSIX_IRQ_INDEX
         if index == V.VFIO_PCI_MSI_IRQ_INDEX
         else V.VFIO_PCI_MSI_IRQ_INDEX
     )
-    if other in state.enabled and hdr.count:
+    if other in state.enabled and count:
         raise KernelError(errno.EINVAL, "the other MSI kind is enabled")
-    return vfio_pci_set_trigger(state, pdev, caller, hdr, data_type, data)
+    return vfio_pci_set_trigger(state, req)
 
 
-def vfio_pci_set_trigger(
-    state: IrqState,
-    pdev: PciDevice,
-    caller: Caller,
-    hdr: V.VfioIrqSet,
-    data_type: int,
-    data: bytes,
-) -> int:
+def vfio_pci_set_trigger(state: IrqState, req: IrqSet) -> int:
     """ACTION_TRIGGER of any index (INTx, ERR and REQ come here directly): count 0 with
     DATA_NONE disables the index; eventfds become the vectors' triggers; NONE and BOOL
     fire the vectors (loopback)."""
-    index, start, count = hdr.index, hdr.start, hdr.count
+    index, start, count = req.hdr.index, req.hdr.start, req.hdr.count
+    data_type, pdev = req.data_type, req.pdev
     # every eventfd is fetched before any state changes (the fget rule, uaccess.py)
     fds: list[int] = []
     refs: list[ForeignFile] = []
     if data_type == V.VFIO_IRQ_SET_DATA_EVENTFD:
-        fds = list(struct.unpack(f"<{count}i", data))
-        for ref in caller.fget_many([fd for fd in fds if fd >= 0]):
+        fds = list(struct.unpack(f"<{count}i", req.data))
+        for ref in req.caller.fget_many([fd for fd in fds if fd >= 0]):
             if not isinstance(ref, ForeignFile) or ref.kind != "eventfd":
                 raise KernelError(errno.EINVAL, "not an eventfd")
             refs.append(ref)
@@ -203,7 +187,7 @@ def vfio_pci_set_trigger(
         _set_eventfds(state, pdev, index, start, fds, refs)
         return 0
     for i in range(count):
-        if data_type == V.VFIO_IRQ_SET_DATA_NONE or data[i]:
+        if data_type == V.VFIO_IRQ_SET_DATA_NONE or req.data[i]:
             state.signal(index, start + i)
     return 0
 
@@ -230,12 +214,11 @@ def _set_eventfds(
         pdev.set_msi_mode(index, state.enabled[index])
 
 
-def _intx_mask(
-    state: IrqState, data_type: int, data: bytes, count: int, *, mask: bool
-) -> int:
+def _intx_mask(state: IrqState, req: IrqSet, *, mask: bool) -> int:
+    data_type, count = req.data_type, req.hdr.count
     if count != 1 and not (count == 0 and data_type == V.VFIO_IRQ_SET_DATA_NONE):
         raise KernelError(errno.EINVAL, "INTx has one vector")
-    if data_type == V.VFIO_IRQ_SET_DATA_BOOL and not data[0]:
+    if data_type == V.VFIO_IRQ_SET_DATA_BOOL and not req.data[0]:
         return 0
     if data_type == V.VFIO_IRQ_SET_DATA_EVENTFD:
         raise KernelError(errno.EINVAL, "INTx mask via eventfd")
