@@ -126,17 +126,7 @@ class VfioTree:
             gdir, ig.id, name=ig.name, reserved=lambda: list(ig.reserved_regions)
         )
         cdev = self._sys("devices/virtual/vfio").mkdir(group.name)
-        cdev.add("dev", Attribute(show=text(f"{VFIO_GROUP_MAJOR}:{minor}")))
-        cdev.add(
-            "uevent",
-            Attribute(
-                mode=stat.S_IFREG | 0o644,
-                show=text(
-                    f"MAJOR={VFIO_GROUP_MAJOR}\nMINOR={minor}\nDEVNAME=vfio/{group.name}"
-                ),
-                store=lambda b: None,
-            ),
-        )
+        _chrdev_attrs(cdev, VFIO_GROUP_MAJOR, minor, f"vfio/{group.name}")
         self._sys("class/vfio").add(
             group.name, Symlink(target=f"../../devices/virtual/vfio/{group.name}")
         )
@@ -177,25 +167,11 @@ class VfioTree:
             )
         gdev = self._sys(f"kernel/iommu_groups/{vdev.iommu_group.id}/devices")
         gdev.add(bdf, Symlink(target=f"../../../../devices/{PCI_ROOT}/{bdf}"))
-        if vdev.index is None and not vdev.noiommu:
-            return
-        # the vfio-dev class device exists for every vfio device; only cdev-capable
-        # ones have `dev` and a node (vfio.h: no cdev for noiommu)
-        name = f"vfio{vdev.index}" if vdev.index is not None else None
-        if name is None:
-            return
+        if vdev.index is None:
+            return  # no cdev: noiommu (vfio.h), or cdev support off
+        name = f"vfio{vdev.index}"
         vd = ddir.mkdir("vfio-dev").mkdir(name)
-        vd.add("dev", Attribute(show=text(f"{VFIO_DEV_MAJOR}:{vdev.index}")))
-        vd.add(
-            "uevent",
-            Attribute(
-                mode=stat.S_IFREG | 0o644,
-                show=text(
-                    f"MAJOR={VFIO_DEV_MAJOR}\nMINOR={vdev.index}\nDEVNAME=vfio/devices/{name}"
-                ),
-                store=lambda b: None,
-            ),
-        )
+        _chrdev_attrs(vd, VFIO_DEV_MAJOR, vdev.index, f"vfio/devices/{name}")
         vd.add("device", Symlink(target=f"../../../{bdf}"))
         vd.add("subsystem", Symlink(target="../../../../../class/vfio-dev"))
         self._sys("class/vfio-dev").add(
@@ -221,6 +197,19 @@ class VfioTree:
             devices = self.root.walk("dev/vfio/devices")
             assert isinstance(devices, Directory)
             devices.remove(name)
+
+
+def _chrdev_attrs(d: Directory, major: int, minor: int, devname: str) -> None:
+    """A character device's ``dev`` and ``uevent`` (writable, as sysfs has it)."""
+    d.add("dev", Attribute(show=text(f"{major}:{minor}")))
+    d.add(
+        "uevent",
+        Attribute(
+            mode=stat.S_IFREG | 0o644,
+            show=text(f"MAJOR={major}\nMINOR={minor}\nDEVNAME={devname}"),
+            store=lambda b: None,
+        ),
+    )
 
 
 def yn(flag: bool) -> str:

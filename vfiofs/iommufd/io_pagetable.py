@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import bisect
 import errno
+import itertools
 from collections.abc import Sequence
 
 import attrs
 
 from ..abi.iommufd import IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE
-from ..errors import KernelError
+from ..errors import KernelError, for_each_or_unwind
 from ..iommu.domain import IommuDomain
 from ..iommu.iova import iova_holes, iova_overlaps, iova_reserved_hit
 from ..iommu.pagetable import IOMMU_READ, IOMMU_WRITE
@@ -138,17 +139,8 @@ class IoPagetable:
 
     def add_domain(self, domain: IommuDomain) -> None:
         """Load every area into a newly attached domain (pinning on the first one)."""
-        first = not self.domains
-        if first:
-            pinned: list[Area] = []
-            try:
-                for a in self.areas:
-                    self._pin(a)
-                    pinned.append(a)
-            except KernelError:
-                for a in pinned:
-                    self._unpin(a)
-                raise
+        if not self.domains:
+            for_each_or_unwind(self.areas, self._pin, self._unpin)
         for a in self.areas:
             domain.map(a.iova, a.length, a.mm, a.user_va, _iommu_prot(a.prot))
         self.domains.append(domain)
@@ -224,15 +216,17 @@ def iopt_fill_domains(
 ) -> None:
     """Add the areas and load them into every domain, pinning (ENOMEM past
     RLIMIT_MEMLOCK). On failure nothing stays mapped or charged."""
-    done: list[Area] = []
-    try:
-        for p in pages:
-            done.append(iopt.map(iova, p.length, p.mm, p.uptr, prot, account=p.account))
-            iova += p.length
-    except KernelError:
-        for area in done:
-            iopt.remove(area)
-        raise
+    areas: list[Area] = []
+
+    def fill(piece: tuple[int, IoptPages]) -> None:
+        at, p = piece
+        areas.append(iopt.map(at, p.length, p.mm, p.uptr, prot, account=p.account))
+
+    def unfill(piece: tuple[int, IoptPages]) -> None:
+        iopt.remove(areas.pop())
+
+    offsets = itertools.accumulate((p.length for p in pages), initial=iova)
+    for_each_or_unwind(zip(offsets, pages, strict=False), fill, unfill)
 
 
 def iopt_map_user_pages(

@@ -13,13 +13,12 @@ from collections.abc import Sequence
 import attrs
 
 from ..abi import vfio as V
-from ..errors import KernelError
+from ..errors import KernelError, for_each_or_unwind
 from ..ioctl_table import ArgKind, FileOperations, IoctlOp, IoctlTable, Ucmd
 from ..uaccess import CAP_SYS_RAWIO, Caller
 from .vfio import (
     VfioContainer,
     VfioGroup,
-    VfioIommuDriver,
     VfioIommuDriverOps,
     VfioOptions,
 )
@@ -104,24 +103,14 @@ def vfio_ioctl_set_iommu(c: VfioContainer, ucmd: Ucmd) -> int:
         driver = ops.open(kind, ucmd.caller, c.options)
         if driver is None:
             continue
-        __vfio_container_attach_groups(c, driver)
+        try:  # __vfio_container_attach_groups(): every group, or none
+            for_each_or_unwind(c.groups, driver.attach_group, driver.detach_group)
+        except KernelError:
+            driver.release()
+            raise
         c.iommu_driver = driver
         return 0
     raise KernelError(errno.ENODEV, f"no IOMMU backend for type {kind}")
-
-
-def __vfio_container_attach_groups(c: VfioContainer, driver: VfioIommuDriver) -> None:
-    """Attach every group of the container, or none (and release the backend)."""
-    attached: list[VfioGroup] = []
-    try:
-        for group in c.groups:
-            driver.attach_group(group)
-            attached.append(group)
-    except KernelError:
-        for group in attached:
-            driver.detach_group(group)
-        driver.release()
-        raise
 
 
 IOCTLS: IoctlTable[VfioContainer] = IoctlTable(

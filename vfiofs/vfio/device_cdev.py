@@ -73,10 +73,7 @@ def vfio_df_ioctl_bind_iommufd(df: VfioDeviceFile, ucmd: Ucmd) -> int:
 def vfio_df_ioctl_attach_pt(df: VfioDeviceFile, ucmd: Ucmd) -> int:
     """Attach the device's DMA to an IOAS or HWPT; ``pt_id`` returns the HWPT used."""
     at: V.VfioDeviceAttachIommufdPt = ucmd.cmd
-    if at.flags & ~V.VFIO_DEVICE_ATTACH_PASID:
-        raise KernelError(errno.EINVAL, "unknown flags")
-    if at.flags & V.VFIO_DEVICE_ATTACH_PASID:
-        raise KernelError(errno.EOPNOTSUPP, "no PASID support")
+    _check_pt_flags(at.flags)
     assert df.idev is not None  # access_granted: bound
     pt_id = iommufd_device_attach(df.idev, at.pt_id)
     ucmd.copy_to(
@@ -88,10 +85,16 @@ def vfio_df_ioctl_attach_pt(df: VfioDeviceFile, ucmd: Ucmd) -> int:
 def vfio_df_ioctl_detach_pt(df: VfioDeviceFile, ucmd: Ucmd) -> int:
     """Back to blocked DMA."""
     dt: V.VfioDeviceDetachIommufdPt = ucmd.cmd
-    if dt.flags & ~V.VFIO_DEVICE_ATTACH_PASID:
-        raise KernelError(errno.EINVAL, "unknown flags")
-    if dt.flags & V.VFIO_DEVICE_ATTACH_PASID:
-        raise KernelError(errno.EOPNOTSUPP, "no PASID support")
+    _check_pt_flags(dt.flags)
     assert df.idev is not None  # access_granted: bound
     iommufd_device_detach(df.idev)
     return 0
+
+
+def _check_pt_flags(flags: int) -> None:
+    """ATTACH and DETACH_IOMMUFD_PT know one flag, PASID, which needs the driver's
+    ``pasid_attach_ioas`` / ``pasid_detach_ioas``: vfio-pci here has neither."""
+    if flags & ~V.VFIO_DEVICE_ATTACH_PASID:
+        raise KernelError(errno.EINVAL, "unknown flags")
+    if flags & V.VFIO_DEVICE_ATTACH_PASID:
+        raise KernelError(errno.EOPNOTSUPP, "no PASID support")
