@@ -7,6 +7,7 @@ import struct
 
 import attrs
 
+from tests.unit.helpers import legacy_group
 from vfiofs.abi import iommufd as I, vfio as V
 from vfiofs.config import default_topology
 from vfiofs.iommu.iova import iova_holes, iova_overlaps
@@ -63,10 +64,7 @@ def _machine_with_regions() -> Machine:
 def _type1_ranges(c: FakeCaller) -> list[tuple[int, int]]:
     m = _machine_with_regions()
     cont = m.core.open_container(c, 0)
-    gf = m.core.groups[0].open(c, 0)
-    c.fds[5] = OurFile(cont)
-    gf.ioctl(c, V.VFIO_GROUP_SET_CONTAINER, c.alloc(struct.pack("<i", 5)))
-    cont.ioctl(c, V.VFIO_SET_IOMMU, V.VFIO_TYPE1v2_IOMMU)
+    legacy_group(m, c, cont)
     arg = c.alloc(V.VfioIommuType1Info(argsz=512).pack() + bytes(512))
     cont.ioctl(c, V.VFIO_IOMMU_GET_INFO, arg)
     buf = c.mm.read(arg, 512)

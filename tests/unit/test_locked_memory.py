@@ -11,10 +11,10 @@ compat container alike.
 from __future__ import annotations
 
 import errno
-import struct
 
 import pytest
 
+from tests.unit.helpers import caller, legacy_group
 from vfiofs.abi import iommufd as I, vfio as V
 from vfiofs.config import default_topology
 from vfiofs.errors import KernelError
@@ -28,10 +28,8 @@ RW = I.IOMMU_IOAS_MAP_READABLE | I.IOMMU_IOAS_MAP_WRITEABLE
 FIXED = I.IOMMU_IOAS_MAP_FIXED_IOVA
 
 
-def caller(*, ipc_lock: bool) -> FakeCaller:
-    c = FakeCaller(caps=frozenset({CAP_IPC_LOCK}) if ipc_lock else frozenset())
-    c.mm.size = 4 * MB
-    c.mm.__attrs_post_init__()
+def limited_caller(*, ipc_lock: bool) -> FakeCaller:
+    c = caller(4 * MB, frozenset({CAP_IPC_LOCK}) if ipc_lock else frozenset())
     c.mm.memlock = LIMIT
     return c
 
@@ -70,12 +68,8 @@ def native(c: FakeCaller, *, attach_first: bool) -> tuple[int, int]:
 
 def compat(c: FakeCaller) -> int:
     """MAP_DMA of 1 MiB through /dev/iommu used as a VFIO container."""
-    m = Machine(default_topology())
     ctx = iommufd_fops_open()
-    gf = m.core.groups[0].open(c, 0)
-    c.fds[5] = OurFile(ctx)
-    gf.ioctl(c, V.VFIO_GROUP_SET_CONTAINER, c.alloc(struct.pack("<i", 5)))
-    ctx.ioctl(c, V.VFIO_SET_IOMMU, V.VFIO_TYPE1v2_IOMMU)
+    gf = legacy_group(Machine(default_topology()), c, ctx)
     gf.get_device_fd(c, "0000:00:04.0")  # attaches the compat IOAS: pinning from now on
     mp = V.VfioIommuType1DmaMap(32, 3, c.mm.base, 0x100000, MB)
     return rc(ctx.ioctl, c, V.VFIO_IOMMU_MAP_DMA, c.alloc(mp.pack()))
@@ -84,10 +78,7 @@ def compat(c: FakeCaller) -> int:
 def type1(c: FakeCaller) -> int:
     m = Machine(default_topology())
     cont = m.core.open_container(c, 0)
-    gf = m.core.groups[0].open(c, 0)
-    c.fds[5] = OurFile(cont)
-    gf.ioctl(c, V.VFIO_GROUP_SET_CONTAINER, c.alloc(struct.pack("<i", 5)))
-    cont.ioctl(c, V.VFIO_SET_IOMMU, V.VFIO_TYPE1v2_IOMMU)
+    legacy_group(m, c, cont)
     mp = V.VfioIommuType1DmaMap(32, 3, c.mm.base, 0x100000, MB)
     return rc(cont.ioctl, c, V.VFIO_IOMMU_MAP_DMA, c.alloc(mp.pack()))
 
@@ -96,7 +87,7 @@ def type1(c: FakeCaller) -> int:
 def test_iommufd_native_charges_callers_without_cap_ipc_lock(
     attach_first: bool,
 ) -> None:
-    c = caller(ipc_lock=False)
+    c = limited_caller(ipc_lock=False)
     mapped, attached = native(c, attach_first=attach_first)
     if attach_first:
         assert (mapped, attached) == (-errno.ENOMEM, 0)
@@ -107,23 +98,23 @@ def test_iommufd_native_charges_callers_without_cap_ipc_lock(
 
 @pytest.mark.parametrize("attach_first", [True, False])
 def test_iommufd_native_does_not_charge_cap_ipc_lock(attach_first: bool) -> None:
-    c = caller(ipc_lock=True)
+    c = limited_caller(ipc_lock=True)
     assert native(c, attach_first=attach_first) == (0, 0)
     assert c.mm.locked_vm == 0  # IOPT_PAGES_ACCOUNT_NONE: not even counted
 
 
 def test_iommufd_compat_map_dma_follows_the_same_rule() -> None:
-    c = caller(ipc_lock=False)
+    c = limited_caller(ipc_lock=False)
     assert compat(c) == -errno.ENOMEM
-    c = caller(ipc_lock=True)
+    c = limited_caller(ipc_lock=True)
     assert compat(c) == 0
     assert c.mm.locked_vm == 0
 
 
 def test_type1_counts_cap_ipc_lock_callers_but_skips_the_limit() -> None:
-    c = caller(ipc_lock=False)
+    c = limited_caller(ipc_lock=False)
     assert type1(c) == -errno.ENOMEM
     assert c.mm.locked_vm == 0
-    c = caller(ipc_lock=True)
+    c = limited_caller(ipc_lock=True)
     assert type1(c) == 0
     assert c.mm.locked_vm == MB  # vfio_lock_acct() charges, bypassing the rlimit

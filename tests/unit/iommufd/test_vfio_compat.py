@@ -5,17 +5,17 @@ the same errnos as the kernel's iopt_map_user_pages / iopt_unmap_iova."""
 from __future__ import annotations
 
 import errno
-import struct
 
 import pytest
 
+from tests.unit.helpers import caller, legacy_group
 from vfiofs.abi import vfio as V
 from vfiofs.config import default_topology
 from vfiofs.errors import KernelError
 from vfiofs.iommufd.iommufd_private import IommufdCtx
 from vfiofs.iommufd.main import iommufd_fops_open
 from vfiofs.machine import Machine
-from vfiofs.uaccess import FakeCaller, OurFile
+from vfiofs.uaccess import FakeCaller
 
 MB = 1 << 20
 U64 = 1 << 64
@@ -23,23 +23,15 @@ U64 = 1 << 64
 
 @pytest.fixture
 def c() -> FakeCaller:
-    caller = FakeCaller()
-    caller.mm.size = 8 * MB
-    caller.mm.__attrs_post_init__()
-    return caller
+    return caller(8 * MB)
 
 
 @pytest.fixture
 def ctx(c: FakeCaller) -> IommufdCtx:
     """An iommufd used as the container of group 0, with its device open (so the
     compat IOAS has a domain and a 4 KiB IOVA alignment)."""
-    m = Machine(default_topology())
     ictx = iommufd_fops_open()
-    gf = m.core.groups[0].open(c, 0)
-    c.fds[5] = OurFile(ictx)
-    gf.ioctl(c, V.VFIO_GROUP_SET_CONTAINER, c.alloc(struct.pack("<i", 5)))
-    ictx.ioctl(c, V.VFIO_SET_IOMMU, V.VFIO_TYPE1v2_IOMMU)
-    gf.get_device_fd(c, "0000:00:04.0")
+    legacy_group(Machine(default_topology()), c, ictx).get_device_fd(c, "0000:00:04.0")
     return ictx
 
 

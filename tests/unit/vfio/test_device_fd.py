@@ -5,10 +5,10 @@ VFIO_DEVICE_FEATURE, then the bus driver. Each through its table, in that order.
 from __future__ import annotations
 
 import errno
-import struct
 
 import pytest
 
+from tests.unit.helpers import legacy_group
 from vfiofs.abi import vfio as V
 from vfiofs.config import default_topology
 from vfiofs.errors import KernelError
@@ -36,11 +36,7 @@ def m() -> Machine:
 
 
 def group_fd(m: Machine, c: FakeCaller) -> VfioDeviceFile:
-    cont = m.core.open_container(c, 0)
-    gf = m.core.groups[0].open(c, 0)
-    c.fds[3] = OurFile(cont)
-    gf.ioctl(c, V.VFIO_GROUP_SET_CONTAINER, c.alloc(struct.pack("<i", 3)))
-    cont.ioctl(c, V.VFIO_SET_IOMMU, V.VFIO_TYPE1v2_IOMMU)
+    gf = legacy_group(m, c, m.core.open_container(c, 0))
     return gf.get_device_fd(c, "0000:00:04.0")
 
 
