@@ -106,11 +106,9 @@ def iommufd_vfio_iommu_get_info(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     cap_offset = 0
     if info.argsz >= need:
         cap_offset = base
-        ucmd.caller.copy_to_user(ucmd.arg + base, chain)
-    out = V.VfioIommuType1Info(
-        need, V.VFIO_IOMMU_INFO_PGSIZES | V.VFIO_IOMMU_INFO_CAPS, pgsizes, cap_offset, 0
-    )
-    ucmd.caller.copy_to_user(ucmd.arg, out.pack()[: min(info.argsz, base)])
+        ucmd.copy_to(base, chain)
+    flags = V.VFIO_IOMMU_INFO_PGSIZES | V.VFIO_IOMMU_INFO_CAPS
+    ucmd.respond(V.VfioIommuType1Info(need, flags, pgsizes, cap_offset, 0))
     return 0
 
 

@@ -161,9 +161,8 @@ def vfio_iommu_type1_get_info(it: VfioIommuType1, ucmd: Ucmd) -> int:
     else:
         cap_offset = base
         ucmd.copy_to(base, chain)
-    out = V.VfioIommuType1Info(argsz, flags, it.pgsize_bitmap, cap_offset, 0)
-    # cap_offset exists only for callers whose argsz covers it (minsz is 16)
-    ucmd.caller.copy_to_user(ucmd.arg, out.pack()[: base if info.argsz >= base else 16])
+    # min(argsz, sizeof(info)) bytes go back: cap_offset only to callers that have it
+    ucmd.respond(V.VfioIommuType1Info(argsz, flags, it.pgsize_bitmap, cap_offset, 0))
     return 0
 
 
