@@ -37,10 +37,12 @@ test: deps venv
 	$(PY) -m pytest -q -p no:cacheprovider
 	$(VENV)/bin/ruff check vfiofs tests examples bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 lint: venv
 	$(VENV)/bin/ruff check vfiofs tests examples bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 bench: deps venv
 	$(PY) bench/run.py
