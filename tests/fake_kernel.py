@@ -163,6 +163,10 @@ class FakeKernel:
         """The next message the daemon wrote (reply or notification)."""
         return bytes(await self._sock.recv(1 << 21))
 
+    def receive_nowait(self) -> bytes:
+        """The next message if the daemon wrote one; BlockingIOError if not."""
+        return os.read(self._sock.fileno(), 1 << 21)
+
     async def call(
         self,
         opcode: int,
@@ -182,7 +186,8 @@ class FakeKernel:
         return hdr, body
 
     async def init(self, minor: int = k.FUSE_KERNEL_MINOR_VERSION) -> k.FuseInitOut:
-        flags = 0xFFFFFFFF if minor >= 36 else 0x7FFFFFFF
+        # every flag the kernel of that minor knew (FUSE_INIT_EXT, bit 30, came in 7.36)
+        flags = 0xFFFFFFFF if minor >= 36 else (1 << 30) - 1
         hdr, body = await self.call(
             Op.FUSE_INIT, k.FuseInitIn(7, minor, 1 << 17, flags, 0xFFFF, bytes(44))
         )
