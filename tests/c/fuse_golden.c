@@ -299,10 +299,6 @@ static void requests(void)
 	read_in("readdir", FUSE_READDIR, 36, FUSE_ROOT_ID,
 		(struct fuse_read_in){ .fh = 9, .offset = 2, .size = 4096 });
 
-	section("readdirplus", "FUSE_READDIRPLUS (answered ENOSYS)");
-	read_in("readdirplus", FUSE_READDIRPLUS, 38, FUSE_ROOT_ID,
-		(struct fuse_read_in){ .fh = 9, .offset = 0, .size = 4096 });
-
 	section("releasedir", "FUSE_RELEASEDIR of fh 9");
 	release_in(FUSE_RELEASEDIR, 40, (struct fuse_release_in){ .fh = 9 });
 

@@ -89,7 +89,6 @@ OPCODES: Final[Mapping[int, OpSpec]] = {
         rest=("count", k.FuseForgetOne.SIZE),
         reply=False,
     ),
-    Op.FUSE_READDIRPLUS: OpSpec("READDIRPLUS", rq.Readdirplus, k.FuseReadIn),
 }
 
 

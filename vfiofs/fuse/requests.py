@@ -144,10 +144,6 @@ class Poll(Request[k.FusePollIn]):
     __slots__ = ()
 
 
-class Readdirplus(Request[k.FuseReadIn]):
-    __slots__ = ()
-
-
 class Unknown(Request[None]):
     """An opcode vfiofs does not implement: the answer is ENOSYS."""
 

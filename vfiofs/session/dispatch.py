@@ -259,9 +259,6 @@ class Dispatcher:
             req, replies.dirents(self._dir_entries(h), req.arg.offset, req.arg.size)
         )
 
-    def op_readdirplus(self, req: rq.Readdirplus) -> bytes:
-        raise KernelError(errno.ENOSYS)
-
     def op_releasedir(self, req: rq.Releasedir) -> bytes:
         self.tree.release(req.arg.fh)
         return self.conn.reply(req)
