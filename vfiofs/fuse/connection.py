@@ -1,8 +1,9 @@
 """`FuseConnection`: the protocol state of one mount, as h11's ``Connection``.
 
 ``receive(buf)`` turns the bytes of one /dev/fuse read into a typed request, and the
-``reply*`` methods turn answers into bytes. States go AWAITING_INIT -> RUNNING ->
-DESTROYED through one transition table; version-dependent sizes are decided only here.
+``reply*`` methods turn answers into bytes. States go AWAITING_INIT -> NEGOTIATING ->
+RUNNING -> DESTROYED through one transition table; version-dependent sizes are decided
+only here.
 Any input gives a request, `BadRequest`, `Unknown` or `ProtocolError`, nothing else.
 """
 
@@ -23,7 +24,11 @@ from ._opcodes import OPCODES, opname
 _IN = k.FuseInHeader.STRUCT
 _OUT = k.FuseOutHeader.STRUCT
 _IN_SIZE: Final = k.FuseInHeader.SIZE
-_IOCTL_REPLY = struct.Struct("<IiQiIII")  # fuse_out_header + fuse_ioctl_out, one pack
+# fuse_out_header + fuse_ioctl_out, packed in one go
+_IOCTL_REPLY = struct.Struct(
+    "<" + k.FuseOutHeader.STRUCT.format[1:] + k.FuseIoctlOut.STRUCT.format[1:]
+)
+_IOCTL_LEN: Final = _IOCTL_REPLY.size
 _new = tuple.__new__
 _INIT_OUT_ZEROS: Final = (0,) * 11 + (bytes(22),)  # fuse_init_out after major, minor
 
@@ -255,7 +260,7 @@ class FuseConnection:
 
     def reply_ioctl(self, req: rq.Request[Any], result: int) -> bytes:
         """An IOCTL reply (``fuse_ioctl_out``), packed in one go: the hot path."""
-        return _IOCTL_REPLY.pack(32, 0, req.header.unique, result, 0, 0, 0)
+        return _IOCTL_REPLY.pack(_IOCTL_LEN, 0, req.header.unique, result, 0, 0, 0)
 
     def reply_error(self, req: rq.Request[Any], errno: int) -> bytes:
         """An error reply (header only, ``error = -errno``)."""
