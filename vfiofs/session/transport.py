@@ -158,6 +158,8 @@ class DevFuseTransport:
                 if e.errno in (errno.ENODEV, errno.EBADF):
                     return
                 raise
+            if not n:  # end of file: only a socket standing in for /dev/fuse does that
+                return
             if handle(view[:n], DEV):
                 return
             streak += 1
