@@ -40,8 +40,11 @@ $(UAPI)/VERSION: tests/c/fetch-uapi-headers.sh
 run: deps venv
 	@sh examples/demo.sh $(PY) $(MNT)
 
+# The whole suite over /dev/fuse read/write, then the mount tests again over io_uring
+# (tests/transport.py enables the fuse module's enable_uring for that run and restores it).
 test: deps venv headers
-	$(PY) -m pytest -q -p no:cacheprovider
+	VFIOFS_TRANSPORT=dev $(PY) -m pytest -q -p no:cacheprovider
+	VFIOFS_TRANSPORT=uring $(PY) -m pytest -q -p no:cacheprovider -m mount
 	$(VENV)/bin/ruff check vfiofs tests examples bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache

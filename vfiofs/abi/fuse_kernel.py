@@ -423,3 +423,41 @@ class FuseDirent(CTuple, fmt="QQII"):  # followed by the name, padded to 8 bytes
     off: int
     namelen: int
     type: int
+
+
+# --- FUSE over io_uring (7.42) -----------------------------------------------------------
+# A server registers ring entries with IORING_OP_URING_CMD on /dev/fuse (128-byte SQEs):
+# each entry is two buffers, a `fuse_uring_req_header` and a payload of at least the
+# ring's max payload size. fs/fuse/dev_uring.c copies a request's fuse_in_header to
+# ``in_out``, its first argument (the per-opcode struct) to ``op_in`` and the rest to the
+# payload; a reply is a fuse_out_header in ``in_out`` and every out argument in the payload.
+
+FUSE_URING_IN_OUT_HEADER_SZ: Final = 128
+FUSE_URING_OP_IN_OUT_SZ: Final = 128
+FUSE_URING_REQ_HEADER_SIZE: Final = 288  # sizeof(struct fuse_uring_req_header)
+FUSE_URING_ENT_IN_OUT_OFFSET: Final = 256  # offsetof(.., ring_ent_in_out)
+
+
+class FuseUringCmd(enum.IntEnum):
+    """enum fuse_uring_cmd: the ``cmd_op`` of the SQE."""
+
+    FUSE_IO_URING_CMD_INVALID = 0
+    FUSE_IO_URING_CMD_REGISTER = 1
+    FUSE_IO_URING_CMD_COMMIT_AND_FETCH = 2
+
+
+@ctuple("QQIIQ")
+class FuseUringEntInOut(NamedTuple):  # the last 32 bytes of fuse_uring_req_header
+    flags: int
+    commit_id: int  # the request's unique, echoed back in fuse_uring_cmd_req
+    payload_sz: int  # bytes used in the payload buffer, either way
+    padding: int
+    reserved: int
+
+
+@ctuple("QQH6s")
+class FuseUringCmdReq(NamedTuple):  # in the 80-byte command area of the SQE
+    flags: int
+    commit_id: int
+    qid: int
+    padding: bytes

@@ -109,7 +109,13 @@ class GetDeviceFd:
             raise KernelError(e.errno or errno.EIO, "opening the device node") from None
 
 
-def run(machine: Any, cmd: list[str], *, trace: TextIO | None = None) -> int:
+def run(
+    machine: Any,
+    cmd: list[str],
+    *,
+    trace: TextIO | None = None,
+    transport: str | None = None,
+) -> int:
     """Serve ``machine`` and run ``cmd`` under it; CMD's exit status."""
     staging = tempfile.mkdtemp(prefix="vfiofs-run-")
     mnt, scratch = os.path.join(staging, "mnt"), os.path.join(staging, "scratch")
@@ -119,7 +125,9 @@ def run(machine: Any, cmd: list[str], *, trace: TextIO | None = None) -> int:
     broker.install(machine.tree)
     try:
         return trio.run(
-            functools.partial(_run, machine, cmd, mnt, scratch, broker, trace)
+            functools.partial(
+                _run, machine, cmd, mnt, scratch, broker, trace, transport
+            )
         )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -132,10 +140,13 @@ async def _run(
     scratch: str,
     broker: DeviceFdBroker,
     trace: TextIO | None,
+    transport: str | None,
 ) -> int:
     async with trio.open_nursery() as nursery:
         session: FuseSession = await nursery.start(
-            functools.partial(serve, machine.tree, mnt, trace=trace)
+            functools.partial(
+                serve, machine.tree, mnt, trace=trace, transport=transport
+            )
         )
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         with ours:
