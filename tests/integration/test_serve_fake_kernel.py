@@ -93,6 +93,7 @@ class Fixture:
             FuseConnection(max_write=MAX_WRITE),
             procs,
             FdResolver(0),
+            transport_name="dev",  # a socketpair stands in for /dev/fuse: no io_uring
         )
         return cls(kernel, session, files, procs)
 

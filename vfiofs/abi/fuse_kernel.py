@@ -446,8 +446,7 @@ class FuseUringCmd(enum.IntEnum):
     FUSE_IO_URING_CMD_COMMIT_AND_FETCH = 2
 
 
-@ctuple("QQIIQ")
-class FuseUringEntInOut(NamedTuple):  # the last 32 bytes of fuse_uring_req_header
+class FuseUringEntInOut(CTuple, fmt="QQIIQ"):  # the last 32 bytes of fuse_uring_req_header
     flags: int
     commit_id: int  # the request's unique, echoed back in fuse_uring_cmd_req
     payload_sz: int  # bytes used in the payload buffer, either way
@@ -455,8 +454,7 @@ class FuseUringEntInOut(NamedTuple):  # the last 32 bytes of fuse_uring_req_head
     reserved: int
 
 
-@ctuple("QQH6s")
-class FuseUringCmdReq(NamedTuple):  # in the 80-byte command area of the SQE
+class FuseUringCmdReq(CTuple, fmt="QQH6s"):  # in the 80-byte command area of the SQE
     flags: int
     commit_id: int
     qid: int

@@ -209,10 +209,10 @@ class FuseSession:
 
     def _protocol_error(self, data: memoryview, token: int, e: ProtocolError) -> None:
         """A message that does not parse: EIO to its request if the header parsed."""
-        if len(data) < FuseInHeader.SIZE:  # type: ignore[attr-defined]
+        if len(data) < FuseInHeader.SIZE:
             log.error("unparseable message from the kernel: %s", e)
             return
-        hdr = FuseInHeader.unpack_from(data)  # type: ignore[attr-defined]
+        hdr = FuseInHeader.unpack_from(data)
         log.error(
             "unparseable message from the kernel (opcode %d, unique %d): %s; EIO",
             hdr.opcode,

@@ -298,7 +298,7 @@ class RingEntry:
 
 
 def _cmd_req(qid: int) -> bytes:
-    return FuseUringCmdReq(0, 0, qid, bytes(6)).pack()  # type: ignore[attr-defined,no-any-return]
+    return FuseUringCmdReq(0, 0, qid, bytes(6)).pack()
 
 
 class UringTransport:
