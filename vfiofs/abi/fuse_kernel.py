@@ -446,7 +446,9 @@ class FuseUringCmd(enum.IntEnum):
     FUSE_IO_URING_CMD_COMMIT_AND_FETCH = 2
 
 
-class FuseUringEntInOut(CTuple, fmt="QQIIQ"):  # the last 32 bytes of fuse_uring_req_header
+class FuseUringEntInOut(CTuple, fmt="QQIIQ"):
+    """The last 32 bytes of struct fuse_uring_req_header."""
+
     flags: int
     commit_id: int  # the request's unique, echoed back in fuse_uring_cmd_req
     payload_sz: int  # bytes used in the payload buffer, either way
