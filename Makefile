@@ -6,8 +6,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 MNT ?= /tmp/vfiofs-demo
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config gcc qemu-system-x86 procps
+# Linux uapi headers newer than the system's, for the ABI check (never installed)
+UAPI := build/uapi
 
-.PHONY: all deps venv run test lint bench fuzz clean
+.PHONY: all deps venv headers run test lint bench fuzz clean
 
 all: venv
 
@@ -30,17 +32,27 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+headers: $(UAPI)/VERSION
+
+$(UAPI)/VERSION: tests/c/fetch-uapi-headers.sh
+	sh tests/c/fetch-uapi-headers.sh build
+
 run: deps venv
 	@sh examples/demo.sh $(PY) $(MNT)
 
-test: deps venv
-	$(PY) -m pytest -q -p no:cacheprovider
+# The whole suite over /dev/fuse read/write, then the mount tests again over io_uring
+# (tests/transport.py enables the fuse module's enable_uring for that run and restores it).
+test: deps venv headers
+	VFIOFS_TRANSPORT=dev $(PY) -m pytest -q -p no:cacheprovider
+	VFIOFS_TRANSPORT=uring $(PY) -m pytest -q -p no:cacheprovider -m mount
 	$(VENV)/bin/ruff check vfiofs tests examples bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 lint: venv
 	$(VENV)/bin/ruff check vfiofs tests examples bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 bench: deps venv
 	$(PY) bench/run.py

@@ -88,13 +88,34 @@ def main() -> None:
     rows.append(("translate", pt_tr * 1e9, dp_tr * 1e9, "ns"))
 
     print("IOMMU page table vs a dict of 4 KiB pages (best of N, same run)")
-    print(f"{'operation':<36}{'page table':>14}{'dict of pages':>16}{'ratio':>9}")
+    print(f"{'operation':<36}{'page table':>16}{'dict of pages':>16}{'ratio':>12}")
     for name, ours, base, unit in rows:
         ratio = ours / base if unit != "ops/s" else base / ours
-        print(f"{name:<36}{ours:>11.3f} {unit:<3}{base:>12.3f} {unit:<4}{ratio:>8.3f}x")
-    print(
-        "(ratio < 1: the page table is faster; for ops/s the ratio is time per op too)"
-    )
+        print(
+            f"{name:<36}{quantity(ours, unit):>16}{quantity(base, unit):>16}"
+            f"{ratio_text(ratio):>12}"
+        )
+    print("(ratio: time per operation of the page table / of the dict of pages)")
+
+
+def quantity(value: float, unit: str) -> str:
+    """A readable figure: 3 significant digits, ops/s rounded to thousands."""
+    if unit == "ops/s":
+        return f"{value / 1000:,.0f} k/s" if value < 1e6 else f"{value / 1e6:.1f} M/s"
+    if unit == "ms" and value < 1:
+        return f"{value * 1000:.3g} µs"
+    if unit == "ms" and value >= 1000:
+        return f"{value / 1000:.3g} s"
+    if unit == "ns" and value >= 1000:
+        return f"{value / 1000:.3g} µs"
+    return f"{value:.3g} {unit}"
+
+
+def ratio_text(ratio: float) -> str:
+    """x-times, never 0.000x: small ratios as 1/N."""
+    if ratio >= 0.1:
+        return f"{ratio:.2f}x"
+    return f"1/{1 / ratio:,.0f}"
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""The vfiofs side of `make bench`: the same three operations as bench/cserver.c, served
-by vfiofs's own session (``python bench/benchfs.py MOUNTPOINT``)."""
+"""The vfiofs side of `make bench`: the same operations as bench/cserver.c, served by
+vfiofs's own session (``python bench/benchfs.py MOUNTPOINT``; the transport comes from
+``VFIOFS_TRANSPORT``)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from vfiofs.uaccess import Caller
 
 BENCH_NOOP = _IO(ord("E"), 0)
 BENCH_STRUCT = _IO(ord("E"), 1)
+BENCH_STRUCT32 = _IO(ord("E"), 2)
+BENCH_IN32 = _IO(ord("E"), 3)
 
 
 @attrs.define(eq=False)
@@ -33,6 +36,13 @@ class BenchFile:
             data = caller.copy_from_user(arg, 64)
             caller.copy_to_user(arg, bytes((b + 1) & 0xFF for b in data))
             return 42
+        if cmd == BENCH_STRUCT32:
+            data = caller.copy_from_user(arg, 32)
+            caller.copy_to_user(arg, bytes((b + 1) & 0xFF for b in data))
+            return 0
+        if cmd == BENCH_IN32:
+            caller.copy_from_user(arg, 32)
+            return 0
         raise KernelError(errno.ENOTTY)
 
     def release(self) -> None:

@@ -18,6 +18,8 @@ C_DIR = ROOT / "tests" / "c"
 if str(ROOT) not in sys.path:  # topologies name example models as examples.module:Class
     sys.path.insert(0, str(ROOT))
 
+from tests.transport import fuse_uring_parameter, uring_unavailable  # noqa: E402
+
 
 def fuse_unavailable() -> str | None:
     """Why a real mount cannot be made here, or None."""
@@ -43,6 +45,20 @@ def pytest_collection_modifyitems(
                 else pytest.mark.skip(reason=reason)
             )
             item.add_marker(marker)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _transport_under_test() -> Iterator[None]:
+    """``VFIOFS_TRANSPORT=uring`` (the second mount-test run of `make test`) makes every
+    daemon serve over io_uring: the kernel must offer it for the whole run."""
+    if os.environ.get("VFIOFS_TRANSPORT") != "uring":
+        yield
+        return
+    why = uring_unavailable()
+    if why is not None:
+        pytest.exit(f"VFIOFS_TRANSPORT=uring: {why}", returncode=1)
+    with fuse_uring_parameter(True):
+        yield
 
 
 def is_mounted(path: str | Path) -> bool:

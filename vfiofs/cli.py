@@ -30,6 +30,14 @@ def _parser() -> argparse.ArgumentParser:
             help="print one line per FUSE request to stderr",
         )
         sp.add_argument(
+            "--transport",
+            choices=("auto", "uring", "dev"),
+            default=os.environ.get("VFIOFS_TRANSPORT", "auto"),
+            help="how requests reach the daemon: io_uring (FUSE over io_uring), dev "
+            "(read/write on /dev/fuse), auto: io_uring when the kernel offers it "
+            "(default: $VFIOFS_TRANSPORT or auto)",
+        )
+        sp.add_argument(
             "-v",
             "--verbose",
             action="count",
@@ -95,7 +103,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
                 machine.tree,
                 args.mountpoint,
                 trace=sys.stderr if args.trace else None,
-                on_ready=machine.attach,
+                transport=args.transport,
             )
         )
     except (OSError, BaseExceptionGroup) as e:  # mount refused, /dev/fuse unusable, ...
@@ -141,7 +149,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not cmd:
         print("vfiofs run: no command (vfiofs run -- CMD ARGS)", file=sys.stderr)
         return 2
-    return run(_machine(args.config), cmd, trace=sys.stderr if args.trace else None)
+    return run(
+        _machine(args.config),
+        cmd,
+        trace=sys.stderr if args.trace else None,
+        transport=args.transport,
+    )
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -9,6 +9,10 @@ it and answers ``EIO``.
 from __future__ import annotations
 
 import errno as _errno
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class KernelError(Exception):
@@ -31,3 +35,19 @@ class KernelError(Exception):
 
 class ProtocolError(Exception):
     """The kernel sent a FUSE message that does not parse."""
+
+
+def for_each_or_unwind(
+    items: Iterable[T], do: Callable[[T], object], undo: Callable[[T], object]
+) -> None:
+    """``do`` every item, or none: on a KernelError, ``undo`` the items done so far (in
+    reverse, as the kernel's ``goto unwind`` labels do) and raise it again."""
+    done: list[T] = []
+    try:
+        for item in items:
+            do(item)
+            done.append(item)
+    except KernelError:
+        for item in reversed(done):
+            undo(item)
+        raise

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import errno
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
 import attrs
@@ -69,6 +69,20 @@ Handler = Callable[[O, Ucmd], int]
 
 
 @attrs.frozen
+class FileOperations(Generic[O]):
+    """The ioctl entries of a file type's ``struct file_operations``: how an open file
+    of that type runs a command (``unlocked_ioctl``) and names one (for ``--trace``).
+
+    A file's struct lives in a private header that many modules share; the struct keeps
+    the `FileOperations` it was opened with, as ``file->f_op``, so only the module that
+    opens the file needs the ioctl handlers, and the header imports none of them.
+    """
+
+    unlocked_ioctl: Callable[[O, Caller, int, int], int]
+    ioctl_name: Callable[[O, int], str | None]
+
+
+@attrs.frozen
 class IoctlOp(Generic[O]):
     """One entry: the command, its kernel name and handler, and its argument struct."""
 
@@ -100,6 +114,27 @@ def copy_struct_from_user(caller: Caller, st: type[S], addr: int, usize: int) ->
             raise KernelError(errno.E2BIG, "non-zero tail past the known struct")
     data = caller.copy_from_user(addr, min(usize, ksize))
     return st.unpack_from(data.ljust(ksize, b"\0"))
+
+
+def vfio_info_cap_chain(
+    caps: Sequence[CStruct | bytes], base: int, *, align: int = 1
+) -> bytes:
+    """The capability chain of a vfio ``*_INFO`` reply, as it sits at offset ``base`` of
+    the user's buffer (``vfio_info_cap_add`` + ``vfio_info_cap_shift``, vfio_main.c).
+
+    Each cap starts with ``struct vfio_info_cap_header`` and follows the one before,
+    padded to ``align`` bytes (iommufd's compat GET_INFO aligns each to 8; the vfio
+    helpers do not pad); its ``next`` is the buffer offset of the cap after it, 0 for
+    the last.
+    """
+    blobs = [c if isinstance(c, bytes) else c.pack() for c in caps]
+    out = bytearray()
+    for i, blob in enumerate(blobs):
+        start = len(out)
+        out += blob + bytes(-len(blob) % align)
+        nxt = base + len(out) if i + 1 < len(blobs) else 0
+        out[start + 4 : start + 8] = nxt.to_bytes(4, "little")
+    return bytes(out)
 
 
 class IoctlTable(Generic[O]):

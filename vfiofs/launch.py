@@ -2,7 +2,7 @@
 ``python -m vfiofs.launch MOUNTPOINT SCRATCH SOCKFD CMD ARGS...``.
 
 It must be a fresh process: unshare(CLONE_NEWNS) in a threaded process moves only the
-calling thread (mechanisms.md §3). It sets up the namespace, installs the seccomp filter,
+calling thread (kernel/fork.c ksys_unshare()). It sets up the namespace, installs the seccomp filter,
 hands the listener to the daemon over SOCKFD, and execs CMD. Any failure before the exec
 is reported on stderr with exit status 127, and nothing is left behind: the namespace dies
 with the process.

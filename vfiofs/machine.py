@@ -18,10 +18,13 @@ from .fs.tree import Tree
 from .iommu.driver import IommuDriver
 from .iommu.group import IommuGroup, IommuGroups
 from .iommu.pagetable import Mapping
-from .iommufd.main import IommufdCtx
+from .iommufd.iommufd_private import IommufdCtx, IommufdTest
+from .iommufd.main import iommufd_fops_open
+from .iommufd.selftest import MockIommuDriver
 from .uaccess import Caller
 from .vfio.pci.vfio_pci_core import VfioPciCoreDevice
-from .vfio.vfio_main import VfioCore, VfioDevice, VfioOptions
+from .vfio.vfio import VfioDevice, VfioOptions
+from .vfio.vfio_main import VfioCore
 
 
 def vfio_options(o: Options) -> VfioOptions:
@@ -45,18 +48,16 @@ class Machine:
     iommu_groups: IommuGroups = attrs.Factory(IommuGroups)
     devices: dict[str, PciDevice] = attrs.Factory(dict)
     vdevs: dict[str, VfioDevice] = attrs.Factory(dict)
-    session: object = None
     iommu: IommuDriver = attrs.field(init=False)  # the IOMMU behind every group
-    selftest: object = None  # the mock driver's state shared by /dev/iommu opens
+    # CONFIG_IOMMUFD_TEST: IOMMU_TEST_CMD's state, shared by every /dev/iommu open
+    iommufd_test: IommufdTest | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         opts = self.topology.options
-        if opts.iommu == "mock" or opts.iommufd_test:
-            from .iommufd.selftest import MockIommuDriver, SelftestState
-
-            mock = MockIommuDriver(opts.address_width)
-            self.selftest = SelftestState(mock)
+        mock = MockIommuDriver(opts.address_width)
         self.iommu = mock if opts.iommu == "mock" else IommuDriver(opts.address_width)
+        if opts.iommufd_test:
+            self.iommufd_test = IommufdTest(mock)
         self.core = VfioCore(vfio_options(self.topology.options))
         self.tree = Tree()
         VfioTree(
@@ -109,16 +110,10 @@ class Machine:
         group = self.devices[bdf].iommu_group
         if group is None or group.domain is None:
             return []
-        return list(group.domain.pagetable.walk())
+        return list(group.domain.walk())
 
     def iommufd_open(self, caller: Caller, flags: int) -> IommufdCtx:
         """open(/dev/iommu): a new iommufd context."""
-        return IommufdCtx(
-            address_width=self.core.options.address_width,
-            iommufd_test=self.topology.options.iommufd_test,
-            selftest=self.selftest,
+        return iommufd_fops_open(
+            self.core.options.address_width, test=self.iommufd_test
         )
-
-    def attach(self, session: object) -> None:
-        """Called once the mount is up."""
-        self.session = session

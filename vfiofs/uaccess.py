@@ -5,7 +5,7 @@ Handlers below ``session/`` never touch a process directly. They get a `Caller` 
 fd number to one of our open handles, or to a foreign file such as an eventfd).
 
 Resolving a fd takes a round trip through our own mount, which the FUSE reader thread must
-never make (design.md §10). So ``fget`` of a fd the session has not resolved yet raises
+never make (docs/internals.md, platform facts). So ``fget`` of a fd the session has not resolved yet raises
 `NeedFds`; the session resolves those numbers in a worker thread and runs the handler again
 with them resolved, as FUSE_IOCTL_RETRY does for unrestricted ioctls. **Rule for handlers:
 call ``fget`` before changing any state.**
@@ -16,12 +16,15 @@ call ``fget`` before changing any state.**
 from __future__ import annotations
 
 import errno
+import logging
 from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
 import attrs
 
 from .errors import KernelError
+
+log = logging.getLogger("vfiofs.mm")
 
 PAGE_SIZE = 4096
 PAGE_SHIFT = 12
@@ -31,8 +34,27 @@ CAP_SYS_ADMIN = 21
 CAP_SYS_RESOURCE = 24
 
 
+class MemorySource(Protocol):
+    """Memory an IOMMU mapping points at: a process's address space (IOAS_MAP,
+    MAP_DMA) or the pages of a file (IOAS_MAP_FILE). DMA reads and writes it.
+
+    Attributes:
+        tgid: the process that mapped it.
+    """
+
+    tgid: int
+
+    def read(self, addr: int, size: int) -> bytes:
+        """Read ``size`` bytes at ``addr``. Raises KernelError(EFAULT)."""
+        ...
+
+    def write(self, addr: int, data: bytes) -> None:
+        """Write ``data`` at ``addr``, honouring page protections. Raises EFAULT."""
+        ...
+
+
 @runtime_checkable
-class AddressSpace(Protocol):
+class AddressSpace(MemorySource, Protocol):
     """One process's memory, the kernel's ``mm``. Lives as long as the daemon knows the
     process, so a device can DMA into it long after the MAP_DMA call returned.
 
@@ -44,14 +66,6 @@ class AddressSpace(Protocol):
     tgid: int
     locked_vm: int
 
-    def read(self, addr: int, size: int) -> bytes:
-        """Read ``size`` bytes at ``addr``. Raises KernelError(EFAULT)."""
-        ...
-
-    def write(self, addr: int, data: bytes) -> None:
-        """Write ``data`` at ``addr``, honouring page protections. Raises EFAULT."""
-        ...
-
     def check_range(self, addr: int, size: int, *, write: bool) -> None:
         """Check that ``[addr, addr+size)`` is mapped (and writable if ``write``), as
         pinning user pages would. Raises KernelError(EFAULT)."""
@@ -62,19 +76,56 @@ class AddressSpace(Protocol):
         ...
 
 
-class FileMemory(Protocol):
+class FileMemory(MemorySource, Protocol):
     """A caller's file mapped into the daemon (IOAS_MAP_FILE): read and write at file
-    offsets, as DMA through an area of the file does. Kept until ``close``."""
+    offsets, as DMA through an area of the file does. Kept until ``close``.
 
-    tgid: int  # the process that handed it over
-    size: int  # the file's size when it was taken
-    shmem: bool  # a memfd / tmpfs / hugetlbfs file (memfd_pin_folios takes only those)
-    locked_vm: int
-    areas: int  # IOAS areas mapping it; the last one closes it
+    Attributes:
+        tgid: the process that handed it over.
+        size: the file's size when it was taken.
+        shmem: a memfd, tmpfs or hugetlbfs file (``memfd_pin_folios`` pins only those).
+        areas: the IOAS areas mapping it; the last one to go closes it.
+    """
 
-    def read(self, addr: int, size: int) -> bytes: ...
-    def write(self, addr: int, data: bytes) -> None: ...
-    def close(self) -> None: ...
+    tgid: int
+    size: int
+    shmem: bool
+    areas: int
+
+    def close(self) -> None:
+        """Drop the daemon's duplicate of the file (and its mapping)."""
+        ...
+
+
+def account_locked_vm(
+    mm: AddressSpace, size: int, *, inc: bool = True, bypass_rlim: bool = False
+) -> None:
+    """Charge (or with ``inc=False`` uncharge) ``size`` bytes of pinned memory to
+    ``mm.locked_vm``: the kernel's ``__account_locked_vm`` (mm/util.c), the one rule for
+    RLIMIT_MEMLOCK that vfio type1 and iommufd both pin against.
+
+    A charge past RLIMIT_MEMLOCK is ENOMEM and nothing is charged, unless
+    ``bypass_rlim``: the caller had CAP_IPC_LOCK when it mapped (type1's
+    ``dma->lock_cap``). iommufd does not charge such callers at all
+    (``IOPT_PAGES_ACCOUNT_NONE``), so it does not call this for them.
+
+    Raises:
+        KernelError: ENOMEM.
+    """
+    if not inc:
+        mm.locked_vm -= size
+        return
+    limit = mm.memlock_limit()
+    if not bypass_rlim and limit >= 0 and mm.locked_vm + size > limit:
+        log.warning(
+            "RLIMIT_MEMLOCK (%d bytes) exceeded by process %d: %d locked, %d more",
+            limit,
+            mm.tgid,
+            mm.locked_vm,
+            size,
+        )
+        raise KernelError(errno.ENOMEM, "RLIMIT_MEMLOCK exceeded")
+    mm.locked_vm += size
 
 
 class EventFd(Protocol):
@@ -188,7 +239,7 @@ class Caller(Protocol):
         at ``addr`` (a struct's ``out_..._fd``), or is the ioctl's return value when
         ``addr`` is None. Call it last, once nothing can fail. Raises
         KernelError(EOPNOTSUPP) where the session cannot create fds in the caller (a
-        plain mount: a FUSE reply cannot, design fact 6)."""
+        plain mount: a FUSE reply cannot; docs/internals.md, platform facts)."""
         ...
 
 

@@ -7,11 +7,12 @@ import struct
 
 from hypothesis import given, settings, strategies as st
 
+from tests.fake_kernel import decode_reply, encode_request, parse_dirents
 from vfiofs.abi import fuse_kernel as k
 from vfiofs.errors import ProtocolError
 from vfiofs.fuse import replies, requests as rq
 from vfiofs.fuse._opcodes import OPCODES
-from vfiofs.fuse.connection import FuseConnection, encode_request
+from vfiofs.fuse.connection import FuseConnection
 
 u32 = st.integers(0, 2**32 - 1)
 u64 = st.integers(0, 2**64 - 1)
@@ -62,6 +63,7 @@ def requests(draw) -> rq.Request:  # type: ignore[no-untyped-def]
         data = b"".join(i.pack() for i in items)
     elif opcode == k.FuseOpcode.FUSE_IOCTL:
         data = draw(st.binary(max_size=16))
+        arg = arg._replace(in_size=len(data))
     raw = encode_request(spec.cls(header, arg, nm, data))
     header = header._replace(len=len(raw))
     return spec.cls(header, arg, nm, data)
@@ -154,7 +156,7 @@ def test_init_negotiation_old_and_new_minor() -> None:
         )
         raw = encode_request(init)
         assert len(raw) == 40 + (16 if minor < 36 else 64)
-        hdr, (out,) = replies.decode_reply(26, conn.init_reply(conn.receive(raw)))
+        hdr, (out,) = decode_reply(26, conn.init_reply(conn.receive(raw)))
         assert hdr.len == 16 + size and (out.major, out.minor) == (7, minor)
         assert out.max_write == 1 << 20 and out.max_pages == 256
         assert out.flags & k.FuseInitFlags.FUSE_BIG_WRITES
@@ -165,7 +167,7 @@ def test_reply_bodies_round_trip(nodeid: int, size: int, mode: int) -> None:
     conn = running()
     req = rq.Lookup(k.FuseInHeader(0, 1, 6, 1, 0, 0, 0, 0, 0), None, b"x", b"")
     attr = replies.Attr(ino=nodeid, size=size, mode=mode)
-    hdr, (entry, fattr) = replies.decode_reply(
+    hdr, (entry, fattr) = decode_reply(
         1, conn.reply(req, replies.entry_out(nodeid, attr, 1, 2))
     )
     assert (
@@ -176,11 +178,11 @@ def test_reply_bodies_round_trip(nodeid: int, size: int, mode: int) -> None:
         entry.attr_valid,
     ) == (6, 0, nodeid, 1, 2)
     assert (fattr.ino, fattr.size, fattr.mode) == (nodeid, size, mode)
-    hdr, (io,) = replies.decode_reply(
-        39, conn.reply(req, replies.ioctl_out(-5 if size % 2 else size % 2**31))
+    hdr, (io,) = decode_reply(
+        39, conn.reply_ioctl(req, -5 if size % 2 else size % 2**31)
     )
     assert io.result == (-5 if size % 2 else size % 2**31)
-    hdr, body = replies.decode_reply(1, conn.reply_error(req, 22))
+    hdr, body = decode_reply(1, conn.reply_error(req, 22))
     assert (hdr.error, body) == (-22, b"")
 
 
@@ -200,7 +202,7 @@ def test_dirents_pack_whole_records_only(entries: list, offset: int, size: int) 
     ents = [(ino, n.decode(errors="surrogateescape"), mode) for ino, n, mode in entries]
     buf = replies.dirents(ents, offset, size)
     assert len(buf) <= size and len(buf) % 8 == 0
-    got = replies.parse_dirents(buf)
+    got = parse_dirents(buf)
     want = ents[offset : offset + len(got)]
     assert [
         (ino, n.encode(errors="surrogateescape"), (m >> 12) & 0xF) for ino, n, m in want

@@ -10,7 +10,8 @@ from hypothesis import given, settings, strategies as st
 
 from vfiofs.abi import iommufd as I
 from vfiofs.errors import KernelError
-from vfiofs.iommufd.main import IommufdCtx
+from vfiofs.iommufd.iommufd_private import IommufdCtx
+from vfiofs.iommufd.main import iommufd_fops_open
 from vfiofs.uaccess import FakeCaller
 
 P = 4096
@@ -45,7 +46,7 @@ def test_iommufd_matches_model(ops: list[tuple]) -> None:  # type: ignore[type-a
     c = FakeCaller()
     c.mm.size = 4 << 20
     c.mm.__attrs_post_init__()
-    ctx = IommufdCtx()
+    ctx = iommufd_fops_open()
     _, out = run(ctx, c, I.IOMMU_IOAS_ALLOC, I.IommuIoasAlloc(12, 0, 0))
     a = I.IommuIoasAlloc.unpack_from(out).out_ioas_id
     areas: dict[int, int] = {}  # iova page -> pages

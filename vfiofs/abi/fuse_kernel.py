@@ -1,17 +1,17 @@
 """include/uapi/linux/fuse.h (protocol 7.45, Linux 6.18): the subset vfiofs speaks.
 
-FUSE messages are decoded on every request, so these structs are `NamedTuple`s built
-straight from ``struct.unpack_from`` (`ctuple`), which costs a fraction of a validated
-class. Field names are the C names. Every struct's size is pinned by the tests against the
-system header.
+FUSE messages are decoded on every request, so these structs are `CTuple`s (tuples built
+straight from ``struct.unpack_from``), which cost a fraction of a validated class. Field
+names are the C names. tests/unit/abi checks every size and offset against the uapi
+header.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Final, NamedTuple
+from typing import Final
 
-from ._cstruct import ctuple
+from ._cstruct import CTuple
 
 FUSE_KERNEL_VERSION: Final = 7
 FUSE_KERNEL_MINOR_VERSION: Final = 45  # what this file transcribes
@@ -174,8 +174,7 @@ FATTR_CTIME: Final = 1 << 10
 FATTR_KILL_SUIDGID: Final = 1 << 11
 
 
-@ctuple("IIQQIIIHH")
-class FuseInHeader(NamedTuple):
+class FuseInHeader(CTuple, fmt="IIQQIIIHH"):
     len: int
     opcode: int
     unique: int
@@ -187,23 +186,20 @@ class FuseInHeader(NamedTuple):
     padding: int
 
 
-@ctuple("IiQ")
-class FuseOutHeader(NamedTuple):
+class FuseOutHeader(CTuple, fmt="IiQ"):
     len: int
     error: int  # -errno, 0 on success
     unique: int
 
 
-@ctuple("IIII")
-class FuseInitInCompat(NamedTuple):  # fuse_init_in before 7.36
+class FuseInitInCompat(CTuple, fmt="IIII"):  # fuse_init_in before 7.36
     major: int
     minor: int
     max_readahead: int
     flags: int
 
 
-@ctuple("IIIII44s")
-class FuseInitIn(NamedTuple):
+class FuseInitIn(CTuple, fmt="IIIII44s"):
     major: int
     minor: int
     max_readahead: int
@@ -212,8 +208,7 @@ class FuseInitIn(NamedTuple):
     unused: bytes
 
 
-@ctuple("IIIIHHIIHHIIH22s")
-class FuseInitOut(NamedTuple):
+class FuseInitOut(CTuple, fmt="IIIIHHIIHHIIH22s"):
     major: int
     minor: int
     max_readahead: int
@@ -230,8 +225,7 @@ class FuseInitOut(NamedTuple):
     unused: bytes
 
 
-@ctuple("QQQQQQIIIIIIIIII")
-class FuseAttr(NamedTuple):
+class FuseAttr(CTuple, fmt="QQQQQQIIIIIIIIII"):
     ino: int
     size: int
     blocks: int
@@ -250,8 +244,7 @@ class FuseAttr(NamedTuple):
     flags: int
 
 
-@ctuple("QQQQII")
-class FuseEntryOutHead(NamedTuple):  # fuse_entry_out without its fuse_attr
+class FuseEntryOutHead(CTuple, fmt="QQQQII"):  # fuse_entry_out without its fuse_attr
     nodeid: int
     generation: int
     entry_valid: int
@@ -260,39 +253,33 @@ class FuseEntryOutHead(NamedTuple):  # fuse_entry_out without its fuse_attr
     attr_valid_nsec: int
 
 
-@ctuple("QII")
-class FuseAttrOutHead(NamedTuple):  # fuse_attr_out without its fuse_attr
+class FuseAttrOutHead(CTuple, fmt="QII"):  # fuse_attr_out without its fuse_attr
     attr_valid: int
     attr_valid_nsec: int
     dummy: int
 
 
-@ctuple("Q")
-class FuseForgetIn(NamedTuple):
+class FuseForgetIn(CTuple, fmt="Q"):
     nlookup: int
 
 
-@ctuple("QQ")
-class FuseForgetOne(NamedTuple):
+class FuseForgetOne(CTuple, fmt="QQ"):
     nodeid: int
     nlookup: int
 
 
-@ctuple("II")
-class FuseBatchForgetIn(NamedTuple):
+class FuseBatchForgetIn(CTuple, fmt="II"):
     count: int  # type: ignore[assignment]  # the C name; shadows tuple.count
     dummy: int
 
 
-@ctuple("IIQ")
-class FuseGetattrIn(NamedTuple):
+class FuseGetattrIn(CTuple, fmt="IIQ"):
     getattr_flags: int
     dummy: int
     fh: int
 
 
-@ctuple("IIQQQQQQIIIIIIII")
-class FuseSetattrIn(NamedTuple):
+class FuseSetattrIn(CTuple, fmt="IIQQQQQQIIIIIIII"):
     valid: int
     padding: int
     fh: int
@@ -311,21 +298,18 @@ class FuseSetattrIn(NamedTuple):
     unused5: int
 
 
-@ctuple("II")
-class FuseOpenIn(NamedTuple):
+class FuseOpenIn(CTuple, fmt="II"):
     flags: int
     open_flags: int
 
 
-@ctuple("QIi")
-class FuseOpenOut(NamedTuple):
+class FuseOpenOut(CTuple, fmt="QIi"):
     fh: int
     open_flags: int
     backing_id: int
 
 
-@ctuple("QQIIQII")
-class FuseReadIn(NamedTuple):
+class FuseReadIn(CTuple, fmt="QQIIQII"):
     fh: int
     offset: int
     size: int
@@ -335,8 +319,7 @@ class FuseReadIn(NamedTuple):
     padding: int
 
 
-@ctuple("QQIIQII")
-class FuseWriteIn(NamedTuple):
+class FuseWriteIn(CTuple, fmt="QQIIQII"):
     fh: int
     offset: int
     size: int
@@ -346,55 +329,47 @@ class FuseWriteIn(NamedTuple):
     padding: int
 
 
-@ctuple("II")
-class FuseWriteOut(NamedTuple):
+class FuseWriteOut(CTuple, fmt="II"):
     size: int
     padding: int
 
 
-@ctuple("QIIQ")
-class FuseReleaseIn(NamedTuple):
+class FuseReleaseIn(CTuple, fmt="QIIQ"):
     fh: int
     flags: int
     release_flags: int
     lock_owner: int
 
 
-@ctuple("QIIQ")
-class FuseFlushIn(NamedTuple):
+class FuseFlushIn(CTuple, fmt="QIIQ"):
     fh: int
     unused: int
     padding: int
     lock_owner: int
 
 
-@ctuple("QII")
-class FuseFsyncIn(NamedTuple):
+class FuseFsyncIn(CTuple, fmt="QII"):
     fh: int
     fsync_flags: int
     padding: int
 
 
-@ctuple("II")
-class FuseAccessIn(NamedTuple):
+class FuseAccessIn(CTuple, fmt="II"):
     mask: int
     padding: int
 
 
-@ctuple("II")
-class FuseGetxattrIn(NamedTuple):
+class FuseGetxattrIn(CTuple, fmt="II"):
     size: int
     padding: int
 
 
-@ctuple("II")
-class FuseGetxattrOut(NamedTuple):
+class FuseGetxattrOut(CTuple, fmt="II"):
     size: int
     padding: int
 
 
-@ctuple("QIIQII")
-class FuseIoctlIn(NamedTuple):
+class FuseIoctlIn(CTuple, fmt="QIIQII"):
     fh: int
     flags: int
     cmd: int
@@ -403,40 +378,34 @@ class FuseIoctlIn(NamedTuple):
     out_size: int
 
 
-@ctuple("iIII")
-class FuseIoctlOut(NamedTuple):
+class FuseIoctlOut(CTuple, fmt="iIII"):
     result: int
     flags: int
     in_iovs: int
     out_iovs: int
 
 
-@ctuple("QQII")
-class FusePollIn(NamedTuple):
+class FusePollIn(CTuple, fmt="QQII"):
     fh: int
     kh: int
     flags: int
     events: int
 
 
-@ctuple("II")
-class FusePollOut(NamedTuple):
+class FusePollOut(CTuple, fmt="II"):
     revents: int
     padding: int
 
 
-@ctuple("Q")
-class FuseNotifyPollWakeupOut(NamedTuple):
+class FuseNotifyPollWakeupOut(CTuple, fmt="Q"):
     kh: int
 
 
-@ctuple("Q")
-class FuseInterruptIn(NamedTuple):
+class FuseInterruptIn(CTuple, fmt="Q"):
     unique: int
 
 
-@ctuple("QQQQQIIII24s")
-class FuseKstatfs(NamedTuple):  # fuse_statfs_out is just this
+class FuseKstatfs(CTuple, fmt="QQQQQIIII24s"):  # fuse_statfs_out is just this
     blocks: int
     bfree: int
     bavail: int
@@ -449,9 +418,46 @@ class FuseKstatfs(NamedTuple):  # fuse_statfs_out is just this
     spare: bytes
 
 
-@ctuple("QQII")
-class FuseDirent(NamedTuple):  # followed by the name, padded to 8 bytes
+class FuseDirent(CTuple, fmt="QQII"):  # followed by the name, padded to 8 bytes
     ino: int
     off: int
     namelen: int
     type: int
+
+
+# --- FUSE over io_uring (7.42) -----------------------------------------------------------
+# A server registers ring entries with IORING_OP_URING_CMD on /dev/fuse (128-byte SQEs):
+# each entry is two buffers, a `fuse_uring_req_header` and a payload of at least the
+# ring's max payload size. fs/fuse/dev_uring.c copies a request's fuse_in_header to
+# ``in_out``, its first argument (the per-opcode struct) to ``op_in`` and the rest to the
+# payload; a reply is a fuse_out_header in ``in_out`` and every out argument in the payload.
+
+FUSE_URING_IN_OUT_HEADER_SZ: Final = 128
+FUSE_URING_OP_IN_OUT_SZ: Final = 128
+FUSE_URING_REQ_HEADER_SIZE: Final = 288  # sizeof(struct fuse_uring_req_header)
+FUSE_URING_ENT_IN_OUT_OFFSET: Final = 256  # offsetof(.., ring_ent_in_out)
+
+
+class FuseUringCmd(enum.IntEnum):
+    """enum fuse_uring_cmd: the ``cmd_op`` of the SQE."""
+
+    FUSE_IO_URING_CMD_INVALID = 0
+    FUSE_IO_URING_CMD_REGISTER = 1
+    FUSE_IO_URING_CMD_COMMIT_AND_FETCH = 2
+
+
+class FuseUringEntInOut(CTuple, fmt="QQIIQ"):
+    """The last 32 bytes of struct fuse_uring_req_header."""
+
+    flags: int
+    commit_id: int  # the request's unique, echoed back in fuse_uring_cmd_req
+    payload_sz: int  # bytes used in the payload buffer, either way
+    padding: int
+    reserved: int
+
+
+class FuseUringCmdReq(CTuple, fmt="QQH6s"):  # in the 80-byte command area of the SQE
+    flags: int
+    commit_id: int
+    qid: int
+    padding: bytes

@@ -6,6 +6,7 @@ mean different things on a container fd and on a device fd; both names are defin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
 from ._cstruct import CStruct, cstruct, pad, s32, u8, u16, u32, u64
@@ -265,6 +266,12 @@ class VfioIommuType1InfoCapIovaRange(CStruct):
 class VfioIovaRange(CStruct):
     start: int = u64()
     end: int = u64()
+
+
+def vfio_iova_range_cap(ranges: Sequence[tuple[int, int]]) -> bytes:
+    """``struct vfio_iommu_type1_info_cap_iova_range`` with its ``iova_ranges[]``."""
+    head = VfioIommuType1InfoCapIovaRange(nr_iovas=len(ranges)).pack()
+    return head + b"".join(VfioIovaRange(lo, hi).pack() for lo, hi in ranges)
 
 
 @cstruct

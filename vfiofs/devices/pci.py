@@ -48,18 +48,24 @@ class PciDevice:
     # --- config space --------------------------------------------------------------------
 
     def _build_config(self) -> None:
+        """Power-on config space (``initial``) and its write masks: the header, the
+        BARs, then the capability list."""
         n = self.config_size
         self.initial = bytearray(n)
         self.wmask = bytearray(n)
         self.w1cmask = bytearray(n)
-        c, s = self.initial, self.spec
+        self._build_header()
+        self._build_bars()
+        self._build_caps()
 
-        def put(off: int, fmt: str, value: int) -> None:
-            struct.pack_into("<" + fmt, c, off, value)
+    def _put(self, off: int, fmt: str, value: int) -> None:
+        struct.pack_into("<" + fmt, self.initial, off, value)
 
-        def wm(off: int, fmt: str, mask: int) -> None:
-            struct.pack_into("<" + fmt, self.wmask, off, mask)
+    def _wm(self, off: int, fmt: str, mask: int) -> None:
+        struct.pack_into("<" + fmt, self.wmask, off, mask)
 
+    def _build_header(self) -> None:
+        s, put, wm = self.spec, self._put, self._wm
         put(R.PCI_VENDOR_ID, "H", s.vendor)
         put(R.PCI_DEVICE_ID, "H", s.device)
         put(R.PCI_REVISION_ID, "B", s.revision)
@@ -88,6 +94,10 @@ class PciDevice:
         wm(R.PCI_INTERRUPT_LINE, "B", 0xFF)
         if s.irqs.intx:
             put(R.PCI_INTERRUPT_PIN, "B", 1)
+
+    def _build_bars(self) -> None:
+        """BAR flags; the bits below each BAR's size are read-only zeros."""
+        put, wm = self._put, self._wm
         for i, bar in self.bars.items():
             off = R.PCI_BASE_ADDRESS_0 + 4 * i
             if bar.type == "io":
@@ -102,7 +112,10 @@ class PciDevice:
             wm(off, "I", mask & 0xFFFFFFFF)
             if bar.is_64:
                 wm(off + 4, "I", mask >> 32)
-        # capabilities: PM -> MSI -> MSI-X -> PCIe
+
+    def _build_caps(self) -> None:
+        """The capability list PM -> MSI -> MSI-X -> PCIe and each capability's fields."""
+        s, put, wm = self.spec, self._put, self._wm
         caps: list[tuple[int, int]] = [(CAP_PM, R.PCI_CAP_ID_PM)]
         if s.irqs.msi:
             caps.append((CAP_MSI, R.PCI_CAP_ID_MSI))

@@ -8,15 +8,21 @@ Unregistering removes them again. Modes and owners are those of a real system.
 
 from __future__ import annotations
 
+import functools
 import stat
 from collections.abc import Callable
-from typing import Any
 
 import attrs
 
+from ..devices.pci import PciDevice
+from ..idr import ida_alloc_min
+from ..iommu.group import IommuGroup
+from ..iommufd.iommufd_private import IommufdCtx
 from ..uaccess import Caller
-from ..vfio.vfio_main import VfioCore, VfioDevice
-from .node import Attribute, DeviceNode, Directory, OpenFile, Symlink, text
+from ..vfio.device_cdev import vfio_device_fops_cdev_open
+from ..vfio.vfio import VfioDevice, VfioGroup
+from ..vfio.vfio_main import VfioCore
+from .node import Attribute, DeviceNode, Directory, Opener, OpenFile, Symlink, text
 from .sysfs import (
     IOMMU_MISC_MINOR,
     IORESOURCE_IO,
@@ -35,7 +41,7 @@ from .sysfs import (
 )
 
 
-def _dev(mode: int, opener: Any) -> DeviceNode:
+def _dev(mode: int, opener: Opener) -> DeviceNode:
     return DeviceNode(mode=stat.S_IFREG | mode, opener=opener)
 
 
@@ -45,7 +51,7 @@ class VfioTree:
 
     root: Directory
     core: VfioCore
-    iommufd_open: Callable[[Caller, int], Any] | None = None  # dev/iommu, with IOMMUFD
+    iommufd_open: Callable[[Caller, int], IommufdCtx] | None = None  # with IOMMUFD
     group_minors: dict[str, int] = attrs.Factory(dict)
 
     def __attrs_post_init__(self) -> None:
@@ -99,7 +105,7 @@ class VfioTree:
         assert self.iommufd_open is not None
         ctx = self.iommufd_open(caller, flags)
         ctx.account_mm = True
-        return ctx  # type: ignore[no-any-return]
+        return ctx
 
     def _sys(self, path: str) -> Directory:
         node = self.root.walk("sys/" + path)
@@ -108,12 +114,8 @@ class VfioTree:
 
     # --- VfioListener --------------------------------------------------------------------
 
-    def group_added(self, group: Any) -> None:
-        minor = next(
-            i
-            for i in range(len(self.group_minors) + 1)
-            if i not in self.group_minors.values()
-        )
+    def group_added(self, group: VfioGroup) -> None:
+        minor = ida_alloc_min(set(self.group_minors.values()))
         self.group_minors[group.name] = minor
         vfio = self.root.walk("dev/vfio")
         assert isinstance(vfio, Directory)
@@ -124,17 +126,7 @@ class VfioTree:
             gdir, ig.id, name=ig.name, reserved=lambda: list(ig.reserved_regions)
         )
         cdev = self._sys("devices/virtual/vfio").mkdir(group.name)
-        cdev.add("dev", Attribute(show=text(f"{VFIO_GROUP_MAJOR}:{minor}")))
-        cdev.add(
-            "uevent",
-            Attribute(
-                mode=stat.S_IFREG | 0o644,
-                show=text(
-                    f"MAJOR={VFIO_GROUP_MAJOR}\nMINOR={minor}\nDEVNAME=vfio/{group.name}"
-                ),
-                store=lambda b: None,
-            ),
-        )
+        _chrdev_attrs(cdev, VFIO_GROUP_MAJOR, minor, f"vfio/{group.name}")
         self._sys("class/vfio").add(
             group.name, Symlink(target=f"../../devices/virtual/vfio/{group.name}")
         )
@@ -145,7 +137,7 @@ class VfioTree:
             Attribute(mode=stat.S_IFREG | 0o400, show=lambda: _mappings_text(ig)),
         )
 
-    def group_removed(self, group: Any) -> None:
+    def group_removed(self, group: VfioGroup) -> None:
         self.group_minors.pop(group.name, None)
         vfio = self.root.walk("dev/vfio")
         assert isinstance(vfio, Directory)
@@ -175,25 +167,11 @@ class VfioTree:
             )
         gdev = self._sys(f"kernel/iommu_groups/{vdev.iommu_group.id}/devices")
         gdev.add(bdf, Symlink(target=f"../../../../devices/{PCI_ROOT}/{bdf}"))
-        if vdev.index is None and not vdev.noiommu:
-            return
-        # the vfio-dev class device exists for every vfio device; only cdev-capable
-        # ones have `dev` and a node (vfio.h: no cdev for noiommu)
-        name = f"vfio{vdev.index}" if vdev.index is not None else None
-        if name is None:
-            return
+        if vdev.index is None:
+            return  # no cdev: noiommu (vfio.h), or cdev support off
+        name = f"vfio{vdev.index}"
         vd = ddir.mkdir("vfio-dev").mkdir(name)
-        vd.add("dev", Attribute(show=text(f"{VFIO_DEV_MAJOR}:{vdev.index}")))
-        vd.add(
-            "uevent",
-            Attribute(
-                mode=stat.S_IFREG | 0o644,
-                show=text(
-                    f"MAJOR={VFIO_DEV_MAJOR}\nMINOR={vdev.index}\nDEVNAME=vfio/devices/{name}"
-                ),
-                store=lambda b: None,
-            ),
-        )
+        _chrdev_attrs(vd, VFIO_DEV_MAJOR, vdev.index, f"vfio/devices/{name}")
         vd.add("device", Symlink(target=f"../../../{bdf}"))
         vd.add("subsystem", Symlink(target="../../../../../class/vfio-dev"))
         self._sys("class/vfio-dev").add(
@@ -202,13 +180,8 @@ class VfioTree:
         devices = self.root.walk("dev/vfio/devices")
         assert isinstance(devices, Directory)
         devices.add(
-            name, _dev(0o600, lambda caller, flags: self.cdev_open(vdev, caller, flags))
+            name, _dev(0o600, functools.partial(vfio_device_fops_cdev_open, vdev))
         )
-
-    def cdev_open(self, vdev: VfioDevice, caller: Caller, flags: int) -> OpenFile:
-        from ..vfio.device_cdev import vfio_device_fops_cdev_open
-
-        return vfio_device_fops_cdev_open(vdev, caller, flags)
 
     def device_removed(self, vdev: VfioDevice) -> None:
         bdf = vdev.name
@@ -226,17 +199,30 @@ class VfioTree:
             devices.remove(name)
 
 
+def _chrdev_attrs(d: Directory, major: int, minor: int, devname: str) -> None:
+    """A character device's ``dev`` and ``uevent`` (writable, as sysfs has it)."""
+    d.add("dev", Attribute(show=text(f"{major}:{minor}")))
+    d.add(
+        "uevent",
+        Attribute(
+            mode=stat.S_IFREG | 0o644,
+            show=text(f"MAJOR={major}\nMINOR={minor}\nDEVNAME={devname}"),
+            store=lambda b: None,
+        ),
+    )
+
+
 def yn(flag: bool) -> str:
     """A bool module parameter as sysfs shows it."""
     return "Y" if flag else "N"
 
 
-def _mappings_text(group: Any) -> bytes:
+def _mappings_text(group: IommuGroup) -> bytes:
     """One line per mapping: ``iova-last pid:vaddr prot``."""
     if group.domain is None:
         return b""
     lines = []
-    for m in group.domain.pagetable.walk():
+    for m in group.domain.walk():
         owner = getattr(m.owner, "tgid", m.owner)
         prot = ("r" if m.prot & 1 else "-") + ("w" if m.prot & 2 else "-")
         lines.append(
@@ -245,7 +231,7 @@ def _mappings_text(group: Any) -> bytes:
     return "".join(lines).encode()
 
 
-def _resources(pdev: Any) -> list[tuple[int, int, int]]:
+def _resources(pdev: PciDevice) -> list[tuple[int, int, int]]:
     """``resource`` lines: BARs get made-up, naturally aligned host addresses."""
     out = []
     base = 0xFE000000

@@ -3,13 +3,13 @@
 A device file (``dev/vfio/vfio``, ``dev/vfio/7``, ``dev/iommu``, ...) is a `DeviceNode`
 whose ``opener`` returns an `OpenFile`: the unit of state, like the kernel's ``struct
 file``. Its methods mirror ``struct file_operations``; a missing one gets the kernel's
-default errno (ioctl ENOTTY, read/write EINVAL). The dispatcher looks the methods up by
-name on every request (an ``isinstance`` against a runtime Protocol costs microseconds);
-the Protocols below are the contract, for readers and the type checker. Open files are core objects (a container,
-a group, a device fd); this module only says what shape they have.
+default errno (ioctl ENOTTY, read/write EINVAL). The dispatcher looks them up by name on
+every request, which is faster than an ``isinstance`` against a runtime Protocol, so
+`OpenFile` states the contract. Open files are core objects (a container, a group, a
+device fd); this module only says what shape they have.
 
 Device files are ``S_IFREG``: an ``S_IFCHR`` node on FUSE sends ``open()`` to the kernel's
-own driver for that rdev (design.md §2).
+own driver for that rdev, not to us (docs/internals.md).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import attrs
 
 from ..errors import KernelError
 from ..uaccess import Caller
-from ..waitqueue import WaitQueue
 
 # poll bits (include/uapi/asm-generic/poll.h)
 POLLIN = 0x001
@@ -38,46 +37,22 @@ DEFAULT_POLLMASK = POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM
 
 @runtime_checkable
 class OpenFile(Protocol):
-    """An open handle. Only ``release`` is required; the others are capabilities."""
+    """An open handle. Only ``release`` is required; the dispatcher calls these when
+    the object has them:
+
+    - ``read(caller, offset, size) -> bytes``: pread. May raise KernelError or
+      WouldBlock.
+    - ``write(caller, offset, data) -> int``: pwrite; the bytes written. May raise
+      KernelError or WouldBlock.
+    - ``ioctl(caller, cmd, arg) -> int``: the syscall's return value. Raises
+      KernelError, NeedFds (before changing any state) or WouldBlock.
+    - ``poll(caller) -> (events, WaitQueue | None)``: ready events now, and a queue
+      woken when they may change.
+    - ``ioctl_name(cmd) -> str | None``: the kernel name of ``cmd``, for ``--trace``.
+    """
 
     def release(self) -> None:
         """The last close of this handle: tear down what it owns. Must not raise."""
-        ...
-
-
-@runtime_checkable
-class Readable(Protocol):
-    def read(self, caller: Caller, offset: int, size: int) -> bytes:
-        """pread. May raise KernelError or WouldBlock."""
-        ...
-
-
-@runtime_checkable
-class Writable(Protocol):
-    def write(self, caller: Caller, offset: int, data: bytes) -> int:
-        """pwrite; returns the bytes written. May raise KernelError or WouldBlock."""
-        ...
-
-
-@runtime_checkable
-class Ioctlable(Protocol):
-    def ioctl(self, caller: Caller, cmd: int, arg: int) -> int:
-        """An ioctl; the return value is the syscall's. Raises KernelError, NeedFds
-        (before changing any state) or WouldBlock."""
-        ...
-
-
-@runtime_checkable
-class Pollable(Protocol):
-    def poll(self, caller: Caller) -> tuple[int, WaitQueue | None]:
-        """Ready events now, and a queue woken when they may change."""
-        ...
-
-
-@runtime_checkable
-class IoctlNamer(Protocol):
-    def ioctl_name(self, cmd: int) -> str | None:
-        """The kernel name of ``cmd`` on this file, for ``--trace``."""
         ...
 
 

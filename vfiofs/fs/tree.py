@@ -175,11 +175,6 @@ class Tree:
             raise KernelError(errno.ENXIO)
         return self._add_handle(nodeid, node, flags, file)
 
-    def open_file(self, nodeid: int, flags: int, file: OpenFile) -> Handle:
-        """Install an already-open file as a new handle (device fds made for
-        GET_DEVICE_FD under `vfiofs run`)."""
-        return self._add_handle(nodeid, self.node(nodeid), flags, file)
-
     def opendir(self, nodeid: int, flags: int) -> Handle:
         """OPENDIR: snapshot the entries so a READDIR sequence is consistent."""
         node = self.node(nodeid)

@@ -1,8 +1,9 @@
 """`FuseConnection`: the protocol state of one mount, as h11's ``Connection``.
 
 ``receive(buf)`` turns the bytes of one /dev/fuse read into a typed request, and the
-``reply*`` methods turn answers into bytes. States go AWAITING_INIT -> RUNNING ->
-DESTROYED through one transition table; version-dependent sizes are decided only here.
+``reply*`` methods turn answers into bytes. States go AWAITING_INIT -> NEGOTIATING ->
+RUNNING -> DESTROYED through one transition table; version-dependent sizes are decided
+only here.
 Any input gives a request, `BadRequest`, `Unknown` or `ProtocolError`, nothing else.
 """
 
@@ -10,19 +11,26 @@ from __future__ import annotations
 
 import enum
 import struct
-from typing import Final
+from collections.abc import Callable
+from typing import Any, Final
 
 from ..abi import fuse_kernel as k
+from ..abi._cstruct import CTuple
 from ..abi.fuse_kernel import FuseInitFlags as F, FuseOpcode as Op
 from ..errors import ProtocolError
 from . import requests as rq
-from ._opcodes import OPCODES
+from ._opcodes import OPCODES, opname
 
-_IN = k.FuseInHeader.STRUCT  # type: ignore[attr-defined]
-_OUT = k.FuseOutHeader.STRUCT  # type: ignore[attr-defined]
-_IN_SIZE: Final = 40
-_IOCTL_REPLY = struct.Struct("<IiQiIII")
+_IN = k.FuseInHeader.STRUCT
+_OUT = k.FuseOutHeader.STRUCT
+_IN_SIZE: Final = k.FuseInHeader.SIZE
+# fuse_out_header + fuse_ioctl_out, packed in one go
+_IOCTL_REPLY = struct.Struct(
+    "<" + k.FuseOutHeader.STRUCT.format[1:] + k.FuseIoctlOut.STRUCT.format[1:]
+)
+_IOCTL_LEN: Final = _IOCTL_REPLY.size
 _new = tuple.__new__
+_INIT_OUT_ZEROS: Final = (0,) * 11 + (bytes(22),)  # fuse_init_out after major, minor
 
 DEFAULT_WANT: Final = (
     F.FUSE_BIG_WRITES
@@ -36,29 +44,55 @@ DEFAULT_WANT: Final = (
 
 class ConnState(enum.Enum):
     AWAITING_INIT = "awaiting-init"
+    NEGOTIATING = "negotiating"  # INIT received, its reply not yet built
     RUNNING = "running"
     DESTROYED = "destroyed"
 
 
-# (state, event) -> next state; anything else is a protocol error
-_TRANSITIONS: Final = {
-    (ConnState.AWAITING_INIT, Op.FUSE_INIT): ConnState.RUNNING,
-    (ConnState.RUNNING, Op.FUSE_DESTROY): ConnState.DESTROYED,
+class Sent(enum.Enum):
+    """Events of our own side (received requests are events by their opcode)."""
+
+    INIT_REPLY = "init-reply"
+    INIT_RETRY = "init-retry"  # our major is older: the kernel sends INIT again
+
+
+_RUNNING: Final = ConnState.RUNNING
+
+# All transitions live here (h11's _state.py): state -> {event: next state}. An event
+# missing from its state's row is a protocol error, except that RUNNING takes every
+# request other than INIT and stays RUNNING.
+_TRANSITIONS: Final[dict[ConnState, dict[int | Sent, ConnState]]] = {
+    ConnState.AWAITING_INIT: {Op.FUSE_INIT: ConnState.NEGOTIATING},
+    ConnState.NEGOTIATING: {
+        Sent.INIT_REPLY: ConnState.RUNNING,
+        Sent.INIT_RETRY: ConnState.AWAITING_INIT,
+    },
+    ConnState.RUNNING: {Op.FUSE_DESTROY: ConnState.DESTROYED},
+    ConnState.DESTROYED: {},
 }
+# the requests that RUNNING checks against the table (both take the slow path)
+_LIFECYCLE: Final = frozenset({Op.FUSE_INIT, Op.FUSE_DESTROY})
 
-
-# opcodes whose body is exactly one fixed struct: decoded without the general path
-_FIXED: Final = {
-    op: (spec.cls, spec.arg, spec.arg.STRUCT.unpack_from, spec.arg.SIZE, spec.rest)
+_Fixed = tuple[
+    type[rq.Request[Any]], type[CTuple], Callable[..., tuple[Any, ...]], int, int
+]
+# opcodes whose body is one fixed struct: decoded without the general path. The last item
+# is the index of the field that counts trailing data (IOCTL's in_size), or -1.
+_FIXED: Final[dict[int, _Fixed]] = {
+    op: (
+        spec.cls,
+        spec.arg,
+        spec.arg.STRUCT.unpack_from,
+        spec.arg.SIZE,
+        spec.arg.FIELDS.index(spec.rest[0]) if spec.rest else -1,
+    )
     for op, spec in OPCODES.items()
-    if spec.arg is not None
-    and not spec.names
-    and op not in (Op.FUSE_INIT, Op.FUSE_WRITE, Op.FUSE_BATCH_FORGET)
+    if spec.arg is not None and not spec.names and op != Op.FUSE_INIT
 }
 
 
 def _bad(hdr: k.FuseInHeader, why: str) -> rq.BadRequest:
-    return _new(rq.BadRequest, (hdr, None, why.encode(), b""))  # type: ignore[no-any-return]
+    return rq.BadRequest(hdr, None, why.encode(), b"")
 
 
 class FuseConnection:
@@ -73,8 +107,7 @@ class FuseConnection:
         time_gran: int = 1,
         max_background: int = 64,
     ) -> None:
-        self.state = ConnState.AWAITING_INIT
-        self.running = False  # state is RUNNING (checked on every request)
+        self._state = ConnState.AWAITING_INIT
         self.minor = 0
         self.flags = 0  # negotiated init flags (flags2 in the high word)
         self.max_write = max_write
@@ -83,9 +116,22 @@ class FuseConnection:
         self.time_gran = time_gran
         self.max_background = max_background
 
+    @property
+    def state(self) -> ConnState:
+        """Where the connection is: only `_process` changes it."""
+        return self._state
+
+    def _process(self, event: int | Sent) -> None:
+        """Take one transition of `_TRANSITIONS`, or raise."""
+        nxt = _TRANSITIONS[self._state].get(event)
+        if nxt is None:
+            what = event.value if isinstance(event, Sent) else opname(event)
+            raise ProtocolError(f"{what} in state {self._state.value}")
+        self._state = nxt
+
     # --- requests ---------------------------------------------------------------------
 
-    def receive(self, buf: bytes | bytearray | memoryview) -> rq.Request:
+    def receive(self, buf: bytes | bytearray | memoryview) -> rq.Request[Any]:
         """Parse one request (exactly one /dev/fuse read).
 
         Raises:
@@ -98,32 +144,33 @@ class FuseConnection:
         hdr = _new(k.FuseInHeader, _IN.unpack_from(buf))
         if hdr[0] != n:
             raise ProtocolError(f"header says {hdr.len} bytes, read {n}")
-        if not self.running:
-            self._transition(hdr.opcode)
+        if self._state is not _RUNNING:
+            self._process(hdr.opcode)
         fast = _FIXED.get(hdr[1])
         if fast is not None and not hdr[7]:
-            # the common case: one fixed struct, no names, no extensions
-            cls, argcls, unpack, size, rest = fast
-            if n - _IN_SIZE == size or (n - _IN_SIZE > size and not rest):
-                return _new(cls, (hdr, _new(argcls, unpack(buf, _IN_SIZE)), b"", b""))  # type: ignore[no-any-return]
+            # the common case: one fixed struct, no names, no extensions, no data
+            cls, argcls, unpack, size, counts_data = fast
+            if n - _IN_SIZE == size:
+                args = unpack(buf, _IN_SIZE)
+                if counts_data < 0 or not args[counts_data]:
+                    return _new(cls, (hdr, _new(argcls, args), b"", b""))
+            elif n - _IN_SIZE > size and counts_data < 0:
+                return _new(cls, (hdr, _new(argcls, unpack(buf, _IN_SIZE)), b"", b""))
         return self._receive_slow(hdr, buf, n)
-
-    def _transition(self, opcode: int) -> None:
-        nxt = _TRANSITIONS.get((self.state, opcode))
-        if nxt is None:
-            raise ProtocolError(f"opcode {opcode} in state {self.state.value}")
 
     def _receive_slow(
         self, hdr: k.FuseInHeader, buf: bytes | bytearray | memoryview, n: int
-    ) -> rq.Request:
+    ) -> rq.Request[Any]:
         opcode = hdr.opcode
         spec = OPCODES.get(opcode)
         if spec is None:
-            return _new(rq.Unknown, (hdr, None, b"", b""))  # type: ignore[no-any-return]
+            return rq.Unknown(hdr, None)
+        if opcode in _LIFECYCLE and self._state is _RUNNING:
+            self._process(opcode)
         end = n - hdr.total_extlen * 8
         if end < _IN_SIZE:
             return _bad(hdr, "extensions longer than the message")
-        arg = None
+        arg: CTuple | None = None
         pos = _IN_SIZE
         st = spec.arg
         if st is not None:
@@ -137,9 +184,10 @@ class FuseConnection:
             if size == st.SIZE:
                 arg = st.unpack_from(buf, pos)
             else:
+                old = k.FuseInitInCompat.unpack_from(buf, pos)
                 arg = k.FuseInitIn(
-                    *k.FuseInitInCompat.unpack_from(buf, pos), 0, bytes(44)
-                )  # type: ignore[attr-defined]
+                    old.major, old.minor, old.max_readahead, old.flags, 0, bytes(44)
+                )
             pos += size
         name = b""
         if spec.names:
@@ -150,21 +198,15 @@ class FuseConnection:
             name = body[:nul]
             pos += nul + 1
         data = b""
-        if spec.rest and pos < end:
-            data = bytes(buf[pos:end])
-        if opcode == Op.FUSE_WRITE:
-            if len(data) < arg.size:
-                return _bad(hdr, f"WRITE of {arg.size} bytes carries {len(data)}")
-            data = data[: arg.size]
-        elif (
-            opcode == Op.FUSE_BATCH_FORGET
-            and len(data) < arg.count * k.FuseForgetOne.SIZE
-        ):  # type: ignore[attr-defined]
-            return _bad(hdr, "BATCH_FORGET shorter than its count")
-        elif opcode == Op.FUSE_DESTROY:
-            self.state = ConnState.DESTROYED
-            self.running = False
-        return _new(spec.cls, (hdr, arg, name, data))  # type: ignore[no-any-return]
+        if spec.rest is not None and arg is not None:
+            field, unit = spec.rest
+            need = getattr(arg, field) * unit
+            if end - pos < need:
+                return _bad(
+                    hdr, f"{spec.name}: {field} says {need} bytes, {end - pos} follow"
+                )
+            data = bytes(buf[pos : pos + need])
+        return _new(spec.cls, (hdr, arg, name, data))
 
     # --- replies ----------------------------------------------------------------------
 
@@ -173,105 +215,60 @@ class FuseConnection:
         want of what the kernel offers. Moves to RUNNING.
 
         Raises:
-            ProtocolError: the kernel is older than 7.31.
+            ProtocolError: the kernel is older than 7.31, or no INIT is awaiting a reply.
         """
         a = req.arg
         if a.major > k.FUSE_KERNEL_VERSION:
             # tell the kernel our major; it sends INIT again
-            return self.reply(
-                req,
-                k.FuseInitOut(
-                    k.FUSE_KERNEL_VERSION,
-                    k.FUSE_KERNEL_MINOR_VERSION,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    bytes(22),
-                ).pack()[:24],
-            )  # type: ignore[attr-defined]
+            self._process(Sent.INIT_RETRY)
+            ours = k.FuseInitOut(
+                k.FUSE_KERNEL_VERSION, k.FUSE_KERNEL_MINOR_VERSION, *_INIT_OUT_ZEROS
+            )
+            return self.reply(req, ours.pack()[: k.FUSE_COMPAT_22_INIT_OUT_SIZE])
         if a.major < k.FUSE_KERNEL_VERSION or a.minor < k.FUSE_MIN_MINOR:
             raise ProtocolError(
                 f"kernel FUSE {a.major}.{a.minor} is older than 7.{k.FUSE_MIN_MINOR}"
             )
+        self._process(Sent.INIT_REPLY)
         offered = a.flags | ((a.flags2 << 32) if a.flags & F.FUSE_INIT_EXT else 0)
         flags = self.want & offered
         self.minor = min(a.minor, k.FUSE_KERNEL_MINOR_VERSION)
         self.flags = flags
-        self.state = ConnState.RUNNING
-        self.running = True
         max_pages = (self.max_write + 4095) // 4096 if flags & F.FUSE_MAX_PAGES else 0
-        out = k.FuseInitOut(  # type: ignore[call-arg]
-            k.FUSE_KERNEL_VERSION,
-            self.minor,
-            min(a.max_readahead, self.max_readahead),
-            flags & 0xFFFFFFFF,
-            self.max_background,
-            self.max_background * 3 // 4,
-            self.max_write,
-            self.time_gran,
-            max_pages,
-            0,
-            flags >> 32,
-            0,
-            0,
-            bytes(22),
+        out = k.FuseInitOut(
+            major=k.FUSE_KERNEL_VERSION,
+            minor=self.minor,
+            max_readahead=min(a.max_readahead, self.max_readahead),
+            flags=flags & 0xFFFFFFFF,
+            max_background=self.max_background,
+            congestion_threshold=self.max_background * 3 // 4,
+            max_write=self.max_write,
+            time_gran=self.time_gran,
+            max_pages=max_pages,
+            map_alignment=0,
+            flags2=flags >> 32,
+            max_stack_depth=0,
+            request_timeout=0,
+            unused=bytes(22),
         ).pack()
-        return self.reply(
-            req, out if self.minor > 22 else out[: k.FUSE_COMPAT_22_INIT_OUT_SIZE]
-        )
+        return self.reply(req, out)  # minor >= 31: the whole fuse_init_out
 
-    def reply(self, req: rq.Request, *parts: bytes) -> bytes:
+    def reply(self, req: rq.Request[Any], *parts: bytes) -> bytes:
         """A successful reply: the header and the body parts."""
         body = b"".join(parts) if len(parts) != 1 else parts[0]
-        return _OUT.pack(16 + len(body), 0, req.header.unique) + body  # type: ignore[no-any-return]
+        return _OUT.pack(16 + len(body), 0, req.header.unique) + body
 
-    def reply_ioctl(self, req: rq.Request, result: int) -> bytes:
+    def reply_ioctl(self, req: rq.Request[Any], result: int) -> bytes:
         """An IOCTL reply (``fuse_ioctl_out``), packed in one go: the hot path."""
-        return _IOCTL_REPLY.pack(32, 0, req.header.unique, result, 0, 0, 0)  # type: ignore[no-any-return]
+        return _IOCTL_REPLY.pack(_IOCTL_LEN, 0, req.header.unique, result, 0, 0, 0)
 
-    def reply_error(self, req: rq.Request, errno: int) -> bytes:
+    def reply_error(self, req: rq.Request[Any], errno: int) -> bytes:
         """An error reply (header only, ``error = -errno``)."""
-        return _OUT.pack(16, -errno, req.header.unique)  # type: ignore[no-any-return]
+        return _OUT.pack(16, -errno, req.header.unique)
 
     def notify_poll(self, kh: int) -> bytes:
         """FUSE_NOTIFY_POLL: wake the poller registered with ``kh``."""
-        return _OUT.pack(24, k.FuseNotifyCode.FUSE_NOTIFY_POLL, 0) + kh.to_bytes(
-            8, "little"
-        )  # type: ignore[no-any-return]
-
-
-def encode_request(req: rq.Request, *, extensions: bytes = b"") -> bytes:
-    """The kernel's bytes for ``req`` (tests play the kernel with this)."""
-    from ._opcodes import SPEC_OF_CLASS
-
-    _, spec = SPEC_OF_CLASS[type(req)]
-    body = b""
-    if req.arg is not None:
-        body += req.arg.pack()
-        if isinstance(req, rq.Init) and req.arg.minor < 36:
-            body = body[: k.FUSE_COMPAT_INIT_IN_SIZE]
-    if spec.names:
-        body += req.name + b"\0"
-    body += req.data
-    h = req.header
-    length = _IN_SIZE + len(body) + len(extensions)
-    head = _IN.pack(
-        length,
-        h.opcode,
-        h.unique,
-        h.nodeid,
-        h.uid,
-        h.gid,
-        h.pid,
-        len(extensions) // 8,
-        0,
-    )
-    return head + body + extensions  # type: ignore[no-any-return]
+        wakeup = k.FuseNotifyPollWakeupOut(kh).pack()
+        return (
+            _OUT.pack(16 + len(wakeup), k.FuseNotifyCode.FUSE_NOTIFY_POLL, 0) + wakeup
+        )

@@ -1,9 +1,12 @@
-"""Device DMA through the IOMMU: IOVA -> (process, address) -> that process's memory.
-An unmapped IOVA or a missing permission is a `DmaFault`, and nothing is written."""
+"""Device DMA through the IOMMU: IOVA -> (memory, address) -> that memory (a process's,
+or a mapped file's). An unmapped IOVA or a missing permission is a `DmaFault`, and
+nothing is written."""
 
 from __future__ import annotations
 
 from ..errors import KernelError
+from ..uaccess import MemorySource
+from .domain import IommuDomain
 from .group import IommuGroup
 from .pagetable import IOMMU_READ, IOMMU_WRITE
 
@@ -17,13 +20,17 @@ class DmaFault(Exception):
         self.reason = reason
 
 
-def _chunks(
-    group: IommuGroup, iova: int, size: int, prot: int
-) -> list[tuple[object, int, int]]:
-    domain = group.domain
-    if group.noiommu or domain is None:
+def _domain(group: IommuGroup, iova: int) -> IommuDomain:
+    """The domain the group's DMA goes through; DmaFault when there is none."""
+    if group.noiommu or group.domain is None:
         raise DmaFault(iova, "no-iommu" if group.noiommu else "unmapped")
-    out: list[tuple[object, int, int]] = []
+    return group.domain
+
+
+def _chunks(
+    group: IommuGroup, domain: IommuDomain, iova: int, size: int, prot: int
+) -> list[tuple[MemorySource, int, int]]:
+    out: list[tuple[MemorySource, int, int]] = []
     pos = iova
     end = iova + size
     while pos < end:
@@ -49,9 +56,10 @@ def _chunks(
 def dma_read(group: IommuGroup, iova: int, size: int) -> bytes:
     """Read ``size`` bytes at ``iova`` as the device would. Raises DmaFault."""
     out = bytearray()
-    for owner, vaddr, n in _chunks(group, iova, size, IOMMU_READ):
+    domain = _domain(group, iova)
+    for owner, vaddr, n in _chunks(group, domain, iova, size, IOMMU_READ):
         try:
-            out += owner.read(vaddr, n)  # type: ignore[attr-defined]
+            out += owner.read(vaddr, n)
         except KernelError as e:  # the process is gone or the page faulted
             raise DmaFault(iova + len(out), f"memory: {e}") from None
     return bytes(out)
@@ -60,13 +68,14 @@ def dma_read(group: IommuGroup, iova: int, size: int) -> bytes:
 def dma_write(group: IommuGroup, iova: int, data: bytes) -> None:
     """Write ``data`` at ``iova``; every page is checked before any byte is written.
     With dirty tracking on, the IO pages written are marked dirty."""
+    domain = _domain(group, iova)
     pos = 0
-    for owner, vaddr, n in _chunks(group, iova, len(data), IOMMU_WRITE):
+    for owner, vaddr, n in _chunks(group, domain, iova, len(data), IOMMU_WRITE):
         try:
-            owner.write(vaddr, data[pos : pos + n])  # type: ignore[attr-defined]
+            owner.write(vaddr, data[pos : pos + n])
         except KernelError as e:
             raise DmaFault(iova + pos, f"memory: {e}") from None
         pos += n
-    dirty = group.domain.dirty_table()  # type: ignore[union-attr]  # _chunks checked it
+    dirty = domain.dirty_table()
     if dirty is not None:
         dirty.record_dirty(iova, len(data))

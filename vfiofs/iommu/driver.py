@@ -6,8 +6,9 @@ vfiofs/iommufd/selftest.py.
 
 Every method raises `KernelError` with the errno the kernel's driver returns. ``dev`` is
 the device behind the group (a `PciDevice`, or a mock device); ``user_data`` is the
-driver-specific blob of HWPT_ALLOC / VIOMMU_ALLOC (an object with ``type``, ``uptr``,
-``len`` and a ``copy(struct, last)`` that reads it from the caller).
+driver-specific blob of HWPT_ALLOC / VIOMMU_ALLOC (`UserData`, None without one). A
+vIOMMU is iommufd's object: the driver fills its ``ops`` (``struct
+iommufd_viommu_ops``), so it is typed loosely here, below iommufd.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, NamedTuple
 
 from ..errors import KernelError
 from .domain import IommuDomain
+from .user_data import UserData
 
 # enum iommu_cap
 IOMMU_CAP_CACHE_COHERENCY = 0
@@ -46,7 +48,7 @@ class IommuDriver:
         self.address_width = address_width
 
     def domain_alloc_paging_flags(
-        self, dev: Any, flags: int, user_data: Any
+        self, dev: object, flags: int, user_data: UserData | None
     ) -> IommuDomain:
         """A paging domain. The host takes NEST_PARENT and PASID, nothing else."""
         if user_data is not None or flags & ~(NEST_PARENT | ALLOC_PASID):
@@ -54,39 +56,45 @@ class IommuDriver:
         return IommuDomain(self.address_width, owner=self, nest_parent=bool(flags & 1))
 
     def domain_alloc_nested(
-        self, dev: Any, parent: IommuDomain, flags: int, user_data: Any
+        self, dev: object, parent: IommuDomain, flags: int, user_data: UserData | None
     ) -> IommuDomain:
         raise KernelError(errno.EOPNOTSUPP, "the host IOMMU does not nest")
 
-    def capable(self, dev: Any, cap: int) -> bool:
+    def capable(self, dev: object, cap: int) -> bool:
         return cap == IOMMU_CAP_CACHE_COHERENCY
 
-    def hw_info(self, dev: Any, in_type: int | None) -> HwInfo:
+    def hw_info(self, dev: object, in_type: int | None) -> HwInfo:
         """``ops->hw_info``; ``in_type`` is a requested type (FLAG_INPUT_TYPE)."""
         if in_type not in (None, 0):
             raise KernelError(errno.EOPNOTSUPP, f"hw info type {in_type}")
         return HwInfo(0, b"", 0, self.max_pasid_log2(dev))
 
-    def max_pasid_log2(self, dev: Any) -> int:
+    def max_pasid_log2(self, dev: object) -> int:
         """PASID bits of the device (its ``pasid`` topology key), 0 for none."""
         spec = getattr(dev, "spec", None)
         return int(getattr(spec, "pasid", 0) or 0)
 
-    def attach_dev(self, domain: IommuDomain, dev: Any) -> None:
+    def attach_dev(self, domain: IommuDomain, dev: object) -> None:
         """``domain->ops->attach_dev``: refuse a domain of another driver."""
         if domain.owner is not None and domain.owner is not self:
             raise KernelError(errno.EINVAL, "domain of another IOMMU")
 
     def set_dev_pasid(
-        self, domain: IommuDomain | None, dev: Any, pasid: int, old: Any
+        self,
+        domain: IommuDomain | None,
+        dev: object,
+        pasid: int,
+        old: IommuDomain | None,
     ) -> None:
         """``set_dev_pasid``; ``domain`` None is the blocked domain."""
         if domain is not None:
             self.attach_dev(domain, dev)
 
-    def get_viommu_size(self, dev: Any, viommu_type: int) -> int:
+    def get_viommu_size(self, dev: object, viommu_type: int) -> int:
         """Non-zero when the driver implements vIOMMUs of ``viommu_type``."""
         return 0
 
-    def viommu_init(self, viommu: Any, parent: IommuDomain, user_data: Any) -> None:
+    def viommu_init(
+        self, viommu: Any, parent: IommuDomain, user_data: UserData | None
+    ) -> None:
         raise KernelError(errno.EOPNOTSUPP, "no vIOMMU")

@@ -4,16 +4,26 @@ its reserved regions, the domain it is attached to, and who owns its DMA."""
 from __future__ import annotations
 
 import errno
-from typing import Any
+from typing import Protocol
 
 import attrs
 
 from ..errors import KernelError
+from ..idr import ida_alloc_min
 from .domain import IommuDomain
 from .driver import IommuDriver
 
 MSI_WINDOW = (0xFEE00000, 0xFEEFFFFF, "msi")  # the x86 interrupt window
+# a region firmware needs only until a driver takes over; it does not keep IOVA out
+IOMMU_RESV_DIRECT_RELAXABLE = "direct-relaxable"
 DMA_SAFE_DRIVERS = frozenset({"vfio-pci", "pci-stub", ""})
+
+
+class IommuGroupDevice(Protocol):
+    """A device as its IOMMU group sees it: which host driver it is bound to."""
+
+    @property
+    def driver(self) -> str: ...
 
 
 @attrs.define(eq=False)
@@ -22,7 +32,7 @@ class IommuGroup:
 
     id: int
     noiommu: bool = False
-    devices: list[Any] = attrs.Factory(list)
+    devices: list[IommuGroupDevice] = attrs.Factory(list)
     domain: IommuDomain | None = None
     owner: object | None = None
     reserved_regions: list[tuple[int, int, str]] = attrs.Factory(list)
@@ -38,9 +48,19 @@ class IommuGroup:
     def name(self) -> str | None:
         return "vfio-noiommu" if self.noiommu else None
 
+    def iova_reserved(self) -> list[tuple[int, int]]:
+        """The reserved regions that keep IOVA out, as ``(start, last)``: all but the
+        direct-relaxable ones, which vfio (``vfio_iommu_resv_exclude``) and iommufd
+        (``iopt_table_enforce_dev_resv_regions``) both skip."""
+        return [
+            (start, last)
+            for start, last, kind in self.reserved_regions
+            if kind != IOMMU_RESV_DIRECT_RELAXABLE
+        ]
+
     def viable(self) -> bool:
         """No device of the group is bound to a driver that does its own DMA."""
-        return all(getattr(d, "driver", "") in DMA_SAFE_DRIVERS for d in self.devices)
+        return all(d.driver in DMA_SAFE_DRIVERS for d in self.devices)
 
     def claim_dma_owner(self, owner: object) -> None:
         """``iommu_group_claim_dma_owner``: EPERM when a kernel driver does DMA through
@@ -74,7 +94,7 @@ class IommuGroups:
     groups: dict[int, IommuGroup] = attrs.Factory(dict)
 
     def alloc_id(self) -> int:
-        return next(i for i in range(len(self.groups) + 1) if i not in self.groups)
+        return ida_alloc_min(self.groups)
 
     def add(self, group: IommuGroup) -> IommuGroup:
         if group.id in self.groups:

@@ -1,74 +1,52 @@
-"""Mirror of drivers/iommu/iommufd/device.c: the DEVICE object, and the API the vfio core
-(and the selftest) use to bind, attach, replace, detach and unbind a device
-(``iommufd_device_bind`` ...), for the whole device (PASID 0, ``IOMMU_NO_PASID``) or
-one PASID of it. GET_HW_INFO asks the device's IOMMU driver.
-
-The iommufd_access half of device.c lives in access.py.
+"""Mirror of drivers/iommu/iommufd/device.c: the API the vfio core (and the selftest)
+use to bind, attach, replace, detach and unbind a device (``iommufd_device_bind`` ...),
+for the whole device (``IOMMU_NO_PASID``) or one PASID of it, and IOMMU_GET_HW_INFO,
+which asks the device's IOMMU driver. The DEVICE struct and the detach that teardown
+needs are in iommufd_private.py; the iommufd_access half of device.c is access.py.
 """
 
 from __future__ import annotations
 
 import errno
-from typing import Any
+from typing import Literal
 
 import attrs
 
 from ..abi import iommufd as I
 from ..errors import KernelError
 from ..ioctl_table import Ucmd
-from ..iommu.driver import IommuDriver
+from ..iommu.driver import IOMMU_CAP_DIRTY_TRACKING
 from ..iommu.group import IommuGroup
-from .hw_pagetable import Hwpt, HwptNested, HwptPaging, iommufd_hwpt_paging_alloc
-from .ioas import Ioas
-from .main import IommufdCtx, IommufdObject
+from .iommufd_private import (
+    IOMMU_NO_PASID,
+    Hwpt,
+    HwptNested,
+    HwptPaging,
+    Ioas,
+    IommufdCtx,
+    IommufdDevice,
+    iommufd_hw_pagetable_detach,
+    iommufd_hwpt_paging_alloc,
+)
 
-IOMMU_NO_PASID = 0
-U64_MAX = (1 << 64) - 1
-
-
-@attrs.define(eq=False)
-class IommufdDevice(IommufdObject):
-    """``struct iommufd_device``: one device bound into a context. ``attached`` maps a
-    PASID (0 for the whole device) to its HWPT."""
-
-    group: IommuGroup | None = None
-    dev: object = None
-    attached: dict[int, Hwpt] = attrs.Factory(dict)
-    vdev: Any = None  # its vDEVICE, if a vIOMMU names it
-    bound: bool = True  # the vfio driver's reference: DESTROY says EBUSY
-
-    @property
-    def hwpt(self) -> Hwpt | None:
-        return self.attached.get(IOMMU_NO_PASID)
-
-    @property
-    def driver(self) -> IommuDriver:
-        assert self.group is not None
-        return self.group.driver
-
-    def destroy(self) -> None:
-        if self.vdev is not None:
-            # iommufd_device_pre_destroy(): a vDEVICE cannot outlive its device
-            self.ictx.remove(self.vdev)
-        for pasid in sorted(self.attached, reverse=True):
-            iommufd_device_detach(self, pasid)
-        if self.group is not None:
-            self.group.release_dma_owner(self.ictx)
+AttachMode = Literal["attach", "replace", "either"]
 
 
 def iommufd_device_bind(
     ictx: IommufdCtx, group: IommuGroup, dev: object
 ) -> IommufdDevice:
-    """Claim the group's DMA ownership for ``ictx`` (EPERM/EBUSY) and make the DEVICE."""
+    """Claim the group's DMA ownership for ``ictx`` (EPERM/EBUSY) and make the DEVICE;
+    the driver's file keeps the context until `iommufd_device_unbind`."""
     group.claim_dma_owner(ictx)
     idev = IommufdDevice(ictx, group=group, dev=dev)
     ictx.add(idev)
-    ictx.file_opened()  # the vfio device fd keeps the context
+    ictx.file_opened()
     return idev
 
 
 def _resolve_pt(idev: IommufdDevice, pt_id: int) -> tuple[Hwpt | None, Ioas | None]:
-    """An IOAS (its auto HWPT, maybe none yet) or a HWPT. ENOENT / EINVAL."""
+    """An IOAS (with its auto HWPT for this device's IOMMU, None until there is one)
+    or a HWPT. ENOENT for no object, EINVAL for one of another kind."""
     ictx = idev.ictx
     pt = ictx.objects.get(pt_id)
     if pt is None:
@@ -93,40 +71,20 @@ def _resolve_pt(idev: IommufdDevice, pt_id: int) -> tuple[Hwpt | None, Ioas | No
     raise KernelError(errno.EINVAL, f"object {pt_id} is neither an IOAS nor a HWPT")
 
 
-def _reserved(idev: IommufdDevice, hwpt: Hwpt) -> list[tuple[int, int]]:
-    """The device's reserved regions plus what lies outside the domain's aperture."""
-    assert idev.group is not None
-    out = [
-        (lo, hi)
-        for lo, hi, kind in idev.group.reserved_regions
-        if kind != "direct-relaxable"
-    ]
-    d = hwpt.domain
-    if d.aperture_start:
-        out.append((0, d.aperture_start - 1))
-    if d.aperture_end < U64_MAX:
-        out.append((d.aperture_end + 1, U64_MAX))
-    return out
-
-
 def _pasid_compat(idev: IommufdDevice, hwpt: Hwpt, pasid: int) -> None:
-    """iommufd_hwpt_pasid_compat(): PASID attachments need PASID-capable HWPTs on both
-    the PASID and the whole device (EINVAL)."""
+    """``iommufd_hwpt_pasid_compat``: PASID attachments need PASID-capable HWPTs on
+    both the PASID and the whole device (EINVAL)."""
     if pasid == IOMMU_NO_PASID:
         if not hwpt.pasid_compat and any(p for p in idev.attached if p):
             raise KernelError(
                 errno.EINVAL, "PASIDs are attached: need an ALLOC_PASID HWPT"
             )
-    else:
-        if not hwpt.pasid_compat:
-            raise KernelError(
-                errno.EINVAL, "the HWPT was not allocated with ALLOC_PASID"
-            )
-        whole = idev.attached.get(IOMMU_NO_PASID)
-        if whole is not None and not whole.pasid_compat:
-            raise KernelError(
-                errno.EINVAL, "the device's own HWPT is not PASID-capable"
-            )
+        return
+    if not hwpt.pasid_compat:
+        raise KernelError(errno.EINVAL, "the HWPT was not allocated with ALLOC_PASID")
+    whole = idev.attached.get(IOMMU_NO_PASID)
+    if whole is not None and not whole.pasid_compat:
+        raise KernelError(errno.EINVAL, "the device's own HWPT is not PASID-capable")
 
 
 def iommufd_device_attach(
@@ -134,18 +92,25 @@ def iommufd_device_attach(
     pt_id: int,
     pasid: int = IOMMU_NO_PASID,
     *,
-    mode: str = "either",
+    mode: AttachMode = "either",
 ) -> int:
-    """Attach to an IOAS (an auto HWPT of it, reused or new) or to a HWPT. ``mode``
-    "attach" (iommufd_device_attach: EINVAL if attached elsewhere), "replace"
-    (iommufd_device_replace: EINVAL if not attached) or "either" (what vfio does).
-    Returns the HWPT id."""
+    """Attach ``pasid`` of the device to an IOAS (an auto HWPT of it, reused or new) or
+    to a HWPT. ``mode`` "attach" (``iommufd_device_attach``: EINVAL if attached
+    elsewhere), "replace" (``iommufd_device_replace``: EINVAL if not attached) or
+    "either" (what vfio's ATTACH_IOMMUFD_PT does). Returns the HWPT id.
+
+    Raises:
+        KernelError: ENOENT/EINVAL (pt_id), EINVAL (PASID, mode, compat),
+            EADDRINUSE (the device's reserved regions meet a mapping or an allowed
+            range), and what the domain allocation and the driver answer.
+    """
     ictx = idev.ictx
-    assert idev.group is not None
+    group = idev.group
+    assert group is not None
     driver = idev.driver
     if pasid != IOMMU_NO_PASID:
         max_log2 = driver.max_pasid_log2(idev.dev)
-        if pasid >= 1 << max_log2 or not max_log2:
+        if not max_log2 or pasid >= 1 << max_log2:
             raise KernelError(errno.EINVAL, f"PASID {pasid} beyond the device's width")
     old = idev.attached.get(pasid)
     if old is None and mode == "replace":
@@ -159,76 +124,46 @@ def iommufd_device_attach(
         _pasid_compat(idev, hwpt, pasid)
         driver.attach_dev(hwpt.domain, idev.dev)
         if pasid != IOMMU_NO_PASID:
-            driver.set_dev_pasid(hwpt.domain, idev.dev, pasid, old)
+            driver.set_dev_pasid(
+                hwpt.domain, idev.dev, pasid, old.domain if old else None
+            )
+    reserved = group.iova_reserved()
     if ioas is not None:
         # iopt_table_enforce_dev_resv_regions(): nothing mapped or allowed there
-        probe = hwpt or _probe_hwpt(idev)
-        for lo, hi in _reserved(idev, probe):
-            if ioas.iopt.overlapping(lo, hi) or any(
-                a <= hi and lo <= b for a, b in ioas.iopt.allowed or ()
-            ):
-                raise KernelError(
-                    errno.EADDRINUSE, f"reserved {lo:#x}-{hi:#x} is mapped or allowed"
-                )
+        ioas.iopt.check_reserve(reserved)
     if hwpt is None:
         assert ioas is not None
         flags = I.IOMMU_HWPT_ALLOC_PASID if pasid != IOMMU_NO_PASID else 0
-        hwpt = iommufd_hwpt_paging_alloc(ictx, ioas, idev, flags, auto=True)
+        new = iommufd_hwpt_paging_alloc(ictx, ioas, idev, flags, auto=True)
         try:
-            _pasid_compat(idev, hwpt, pasid)
-            driver.attach_dev(hwpt.domain, idev.dev)
+            _pasid_compat(idev, new, pasid)
+            driver.attach_dev(new.domain, idev.dev)
         except KernelError:
-            ictx.remove(hwpt)
+            ictx.remove(new)
             raise
+        hwpt = new
     if old is not None:
-        _detach(idev, pasid)
+        iommufd_hw_pagetable_detach(idev, pasid)
     if isinstance(hwpt, HwptPaging) and hwpt.ioas is not None:
-        hwpt.ioas.iopt.reserved[(idev, pasid)] = _reserved(idev, hwpt)
+        hwpt.ioas.iopt.reserve((idev, pasid), reserved)
     hwpt.devices.append(idev)
     hwpt.users += 1
     idev.attached[pasid] = hwpt
     if pasid == IOMMU_NO_PASID:
-        idev.group.attach_domain(hwpt.domain)
+        group.attach_domain(hwpt.domain)
     else:
-        idev.group.pasid_domains[pasid] = hwpt.domain
+        group.pasid_domains[pasid] = hwpt.domain
     return hwpt.id
-
-
-def _probe_hwpt(idev: IommufdDevice) -> Hwpt:
-    """A throwaway HWPT with the driver's default domain, to learn its aperture."""
-    return Hwpt(
-        idev.ictx, domain=idev.driver.domain_alloc_paging_flags(idev.dev, 0, None)
-    )
-
-
-def _detach(idev: IommufdDevice, pasid: int) -> None:
-    from .eventq import iommufd_auto_response_faults
-
-    hwpt = idev.attached.pop(pasid, None)
-    if hwpt is None:
-        return
-    iommufd_auto_response_faults(hwpt, idev, pasid)
-    hwpt.devices.remove(idev)
-    hwpt.users -= 1
-    if isinstance(hwpt, HwptPaging) and hwpt.ioas is not None:
-        hwpt.ioas.iopt.reserved.pop((idev, pasid), None)
-    if idev.group is not None:
-        if pasid == IOMMU_NO_PASID:
-            idev.group.attach_domain(None)
-        else:
-            idev.group.pasid_domains.pop(pasid, None)
-            idev.driver.set_dev_pasid(None, idev.dev, pasid, hwpt.domain)
-    if isinstance(hwpt, HwptPaging) and hwpt.auto and not hwpt.devices:
-        hwpt.ictx.remove(hwpt)
 
 
 def iommufd_device_detach(idev: IommufdDevice, pasid: int = IOMMU_NO_PASID) -> None:
     """Back to blocked DMA; an auto HWPT goes with its last device."""
-    _detach(idev, pasid)
+    iommufd_hw_pagetable_detach(idev, pasid)
 
 
 def iommufd_device_unbind(idev: IommufdDevice) -> None:
-    """The vfio device fd closed: detach, release ownership, free the id."""
+    """The driver lets go (the vfio device fd closed): detach, release ownership, free
+    the id, and drop the driver's hold on the context."""
     idev.bound = False
     ictx = idev.ictx
     ictx.remove(idev)
@@ -236,6 +171,9 @@ def iommufd_device_unbind(idev: IommufdDevice) -> None:
 
 
 def iommufd_get_hw_info(ictx: IommufdCtx, ucmd: Ucmd) -> int:
+    """IOMMU_GET_HW_INFO: the driver's type and data (zero-filled past it, never past
+    the user's ``data_len``, which comes back as the driver's length), the PASID width
+    and the capabilities."""
     c = ucmd.cmd
     if c.flags & ~I.IOMMU_HW_INFO_FLAG_INPUT_TYPE or any(c.reserved):
         raise KernelError(errno.EOPNOTSUPP, "flags or reserved")
@@ -243,19 +181,16 @@ def iommufd_get_hw_info(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     in_type = c.out_data_type if c.flags & I.IOMMU_HW_INFO_FLAG_INPUT_TYPE else None
     info = idev.driver.hw_info(idev.dev, in_type)
     if c.data_len:
-        # the driver's data, zero-filled past it, never past the user's data_len
         ucmd.caller.copy_to_user(
             c.data_uptr, info.data[: c.data_len].ljust(c.data_len, b"\0")
         )
     caps = info.capabilities
-    from ..iommu.driver import IOMMU_CAP_DIRTY_TRACKING
-
     if idev.driver.capable(idev.dev, IOMMU_CAP_DIRTY_TRACKING):
         caps |= I.IOMMU_HW_CAP_DIRTY_TRACKING
     ucmd.respond(
         attrs.evolve(
             c,
-            data_len=len(info.data),  # what the kernel has, whatever the user gave
+            data_len=len(info.data),
             out_data_type=info.type,
             out_max_pasid_log2=info.max_pasid_log2,
             out_capabilities=caps,

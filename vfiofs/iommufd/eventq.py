@@ -15,115 +15,31 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections import deque
-from typing import Any
 
 import attrs
 
 from ..abi import iommufd as I
 from ..errors import KernelError
+from ..idr import ida_alloc_min
 from ..ioctl_table import Ucmd
 from ..uaccess import Caller
 from ..waitqueue import WaitQueue
-from .main import IommufdCtx, IommufdObject
+from .iommufd_private import (
+    IommufdCtx,
+    IommufdEventq,
+    IommufdFault,
+    IommufdVeventq,
+    IommufdViommu,
+    iopf_group_response,
+)
 
 log = logging.getLogger("vfiofs.iommufd")
 
+# poll bits (include/uapi/asm-generic/poll.h)
 POLLIN, POLLOUT, POLLRDNORM = 0x001, 0x004, 0x040
-FOPEN_NONSEEKABLE, FOPEN_STREAM = 1 << 2, 1 << 4
-INT_MAX = (1 << 31) - 1
 FAULT_SIZE = I.IommuHwptPgfault.SIZE  # 40
 RESPONSE_SIZE = I.IommuHwptPageResponse.SIZE  # 8
 HEADER_SIZE = I.IommufdVeventHeader.SIZE  # 8
-
-
-@attrs.define(eq=False)
-class IommufdEventq(IommufdObject):
-    """``struct iommufd_eventq``: what both queues share."""
-
-    deliver: deque[Any] = attrs.Factory(deque)
-    wait_queue: WaitQueue = attrs.Factory(WaitQueue)
-
-    def wake(self) -> None:
-        self.wait_queue.wake()
-
-
-# --- FAULT -----------------------------------------------------------------------------
-
-
-@attrs.define(eq=False)
-class IopfFault:
-    """One page request (``struct iopf_fault``)."""
-
-    flags: int
-    pasid: int
-    grpid: int
-    perm: int
-    addr: int
-
-
-@attrs.define(eq=False)
-class IopfGroup:
-    """A page request group (``struct iopf_group``): the faults of one device and PASID
-    that one response answers."""
-
-    idev: Any  # the IommufdDevice that faulted
-    pasid: int
-    faults: list[IopfFault]
-    hwpt: Any = None
-    cookie: int = 0
-    response: int | None = None  # the code user space answered, once it has
-
-
-@attrs.define(eq=False)
-class IommufdFault(IommufdEventq):
-    """``struct iommufd_fault``: delivered groups wait in ``deliver``; read ones wait for
-    their response in ``response`` (cookie -> group, cookies from 1 as XA_FLAGS_ALLOC1)."""
-
-    response: dict[int, IopfGroup] = attrs.Factory(dict)
-
-    def destroy(self) -> None:
-        # iommufd_fault_destroy(): everything still pending is answered INVALID
-        for group in [*self.deliver, *self.response.values()]:
-            iopf_group_response(group, I.IOMMUFD_PAGE_RESP_INVALID)
-        self.deliver.clear()
-        self.response.clear()
-
-
-def iopf_group_response(group: IopfGroup, code: int) -> None:
-    """Answer a page request group; the device hears it if its model listens."""
-    group.response = code
-    dev = getattr(group.idev, "dev", None)
-    hook = getattr(dev, "iopf_response", None)
-    if hook is not None:
-        hook(group.pasid, group.faults[-1].grpid, code)
-
-
-def iommufd_fault_iopf_handler(hwpt: Any, group: IopfGroup) -> None:
-    """A device faulted on ``hwpt`` (which has a fault queue): queue the group."""
-    fault: IommufdFault = hwpt.fault
-    group.hwpt = hwpt
-    fault.deliver.append(group)
-    fault.wake()
-
-
-def iommufd_auto_response_faults(hwpt: Any, idev: Any, pasid: int) -> None:
-    """The device left ``hwpt`` (detach or replace): its pending faults are answered
-    INVALID and dropped (iommufd_auto_response_faults)."""
-    fault: IommufdFault | None = getattr(hwpt, "fault", None)
-    if fault is None:
-        return
-
-    def mine(g: IopfGroup) -> bool:
-        return g.hwpt is hwpt and g.idev is idev and g.pasid == pasid
-
-    for g in [g for g in fault.deliver if mine(g)]:
-        fault.deliver.remove(g)
-        iopf_group_response(g, I.IOMMUFD_PAGE_RESP_INVALID)
-    for cookie, g in list(fault.response.items()):
-        if mine(g):
-            del fault.response[cookie]
-            iopf_group_response(g, I.IOMMUFD_PAGE_RESP_INVALID)
 
 
 def _fault_read(fault: IommufdFault, offset: int, count: int) -> bytes:
@@ -136,9 +52,7 @@ def _fault_read(fault: IommufdFault, offset: int, count: int) -> bytes:
         if len(out) >= count or len(group.faults) * FAULT_SIZE > count - len(out):
             break
         fault.deliver.popleft()
-        cookie = 1
-        while cookie in fault.response:
-            cookie += 1
+        cookie = ida_alloc_min(fault.response, 1)
         group.cookie = cookie
         fault.response[cookie] = group
         for f in group.faults:
@@ -180,63 +94,6 @@ def _fault_write(fault: IommufdFault, offset: int, data: bytes) -> int:
 # --- vEVENTQ ---------------------------------------------------------------------------
 
 
-@attrs.define(eq=False)
-class Vevent:
-    """``struct iommufd_vevent``: a header and the driver's event data."""
-
-    flags: int = 0
-    sequence: int = 0
-    data: bytes = b""
-    lost: bool = False  # the lost-events header (no data follows it)
-
-
-@attrs.define(eq=False)
-class IommufdVeventq(IommufdEventq):
-    """``struct iommufd_veventq``: at most ``depth`` events; past that the tail holds
-    one LOST_EVENTS header, whose sequence moves on with each lost event."""
-
-    viommu: Any = None
-    type: int = 0
-    depth: int = 0
-    num_events: int = 0
-    sequence: int = 0
-    lost_events_header: Vevent = attrs.Factory(
-        lambda: Vevent(flags=I.IOMMU_VEVENTQ_FLAG_LOST_EVENTS, lost=True)
-    )
-
-    def destroy(self) -> None:
-        self.deliver.clear()
-        if self.viommu is not None:
-            if self in self.viommu.veventqs:
-                self.viommu.veventqs.remove(self)
-            self.viommu.users -= 1
-            self.viommu = None
-
-
-def iommufd_vevent_handler(veventq: IommufdVeventq, vevent: Vevent) -> None:
-    """Queue ``vevent`` (maybe the lost-events header), stamping the next sequence."""
-    lost = veventq.lost_events_header
-    if veventq.deliver and veventq.deliver[-1] is lost:
-        veventq.deliver.pop()
-    veventq.deliver.append(vevent)
-    vevent.sequence = veventq.sequence
-    veventq.sequence = (veventq.sequence + 1) & INT_MAX
-    veventq.wake()
-
-
-def iommufd_viommu_report_event(viommu: Any, vtype: int, data: bytes) -> None:
-    """A driver reports an event of ``vtype``; EOPNOTSUPP when no vEVENTQ takes it."""
-    veventq = next((q for q in viommu.veventqs if q.type == vtype), None)
-    if veventq is None:
-        raise KernelError(errno.EOPNOTSUPP, f"no vEVENTQ of type {vtype:#x}")
-    if veventq.num_events == veventq.depth:
-        vevent = veventq.lost_events_header
-    else:
-        vevent = Vevent(data=bytes(data))
-        veventq.num_events += 1
-    iommufd_vevent_handler(veventq, vevent)
-
-
 def _veventq_read(veventq: IommufdVeventq, offset: int, count: int) -> bytes:
     """iommufd_veventq_fops_read(): whole events (header + data) while they fit."""
     if offset:
@@ -260,11 +117,12 @@ def _veventq_read(veventq: IommufdVeventq, offset: int, count: int) -> bytes:
 
 @attrs.define(eq=False)
 class EventqFile:
-    """The fd of a FAULT or vEVENTQ object (``iommufd_eventq_fops``)."""
+    """The fd of a FAULT or vEVENTQ object (``iommufd_eventq_fops``). Opened with
+    ``nonseekable_open``: a stream, read and written at no offset."""
 
     eventq: IommufdEventq
     released: bool = False
-    fopen_flags: int = FOPEN_STREAM | FOPEN_NONSEEKABLE  # nonseekable_open()
+    nonseekable: bool = True
 
     def read(self, caller: Caller, offset: int, size: int) -> bytes:
         q = self.eventq
@@ -280,10 +138,11 @@ class EventqFile:
         return _fault_write(q, offset, data)
 
     def poll(self, caller: Caller) -> tuple[int, WaitQueue | None]:
-        mask = POLLOUT if isinstance(self.eventq, IommufdFault) else 0
-        if self.eventq.deliver:
+        q = self.eventq
+        mask = POLLOUT if isinstance(q, IommufdFault) else 0
+        if isinstance(q, IommufdFault | IommufdVeventq) and q.deliver:
             mask |= POLLIN | POLLRDNORM
-        return mask, self.eventq.wait_queue
+        return mask, q.wait_queue
 
     def release(self) -> None:
         """iommufd_eventq_fops_release(): drop the object and the context references."""
@@ -318,9 +177,7 @@ def iommufd_fault_alloc(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     ictx.add(fault)
     ucmd.respond(attrs.evolve(c, out_fault_id=fault.id, out_fault_fd=0))
     try:
-        iommufd_eventq_init(
-            fault, ucmd, I.IommuFaultAlloc.offsetofend("out_fault_fd") - 4
-        )
+        iommufd_eventq_init(fault, ucmd, I.IommuFaultAlloc.offsetof("out_fault_fd"))
     except BaseException:
         ictx.remove(fault)
         raise
@@ -328,8 +185,6 @@ def iommufd_fault_alloc(ictx: IommufdCtx, ucmd: Ucmd) -> int:
 
 
 def iommufd_veventq_alloc(ictx: IommufdCtx, ucmd: Ucmd) -> int:
-    from .viommu import IommufdViommu
-
     c = ucmd.cmd
     if c.flags or c.reserved or c.type == I.IOMMU_VEVENTQ_TYPE_DEFAULT:
         raise KernelError(errno.EOPNOTSUPP, "flags, reserved or type")
@@ -345,7 +200,7 @@ def iommufd_veventq_alloc(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     ucmd.respond(attrs.evolve(c, out_veventq_id=veventq.id, out_veventq_fd=0))
     try:
         iommufd_eventq_init(
-            veventq, ucmd, I.IommuVeventqAlloc.offsetofend("out_veventq_fd") - 4
+            veventq, ucmd, I.IommuVeventqAlloc.offsetof("out_veventq_fd")
         )
     except BaseException:
         ictx.remove(veventq)

@@ -1,4 +1,5 @@
-"""Mirror of drivers/iommu/iommufd/ioas.c: the IOAS object and its ioctls."""
+"""Mirror of drivers/iommu/iommufd/ioas.c: the IOAS ioctls (the struct is in
+iommufd_private.py)."""
 
 from __future__ import annotations
 
@@ -10,21 +11,19 @@ import attrs
 from ..abi import iommufd as I
 from ..errors import KernelError
 from ..ioctl_table import Ucmd
-from .io_pagetable import U64_MAX, IoPagetable
-from .main import IommufdCtx, IommufdObject
+from ..uaccess import FileMemory, ForeignFile, OurFile, account_locked_vm
+from .io_pagetable import (
+    U64_MAX,
+    iopt_get_pages,
+    iopt_map_file_pages,
+    iopt_map_pages,
+    iopt_map_user_pages,
+    iopt_unmap_all,
+    iopt_unmap_iova,
+)
+from .iommufd_private import DmaBuf, Ioas, IommufdCtx
 
 RW = I.IOMMU_IOAS_MAP_READABLE | I.IOMMU_IOAS_MAP_WRITEABLE
-
-
-@attrs.define(eq=False)
-class Ioas(IommufdObject):
-    """``struct iommufd_ioas``: an I/O address space."""
-
-    iopt: IoPagetable = attrs.Factory(IoPagetable)
-
-    def destroy(self) -> None:
-        for area in list(self.iopt.areas):
-            self.iopt.remove(area)
 
 
 def iommufd_ioas_alloc(ictx: IommufdCtx) -> Ioas:
@@ -85,18 +84,6 @@ def iommufd_ioas_allow_iovas(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     return 0
 
 
-def _check_iova(iopt: IoPagetable, iova: int, length: int) -> None:
-    align = iopt.iova_alignment
-    if iova % align or length % align:
-        raise KernelError(errno.EINVAL, f"not aligned to {align:#x}")
-    if iova + length - 1 > U64_MAX:
-        raise KernelError(errno.EOVERFLOW, "wraps")
-    if iopt.hits_reserved(iova, iova + length - 1):
-        raise KernelError(errno.EINVAL, "overlaps a reserved range")
-    if iopt.overlapping(iova, iova + length - 1):
-        raise KernelError(errno.EEXIST, "overlaps a mapping")
-
-
 def iommufd_ioas_map(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     c = ucmd.cmd
     if c.flags & ~(I.IOMMU_IOAS_MAP_FIXED_IOVA | RW) or c.reserved:
@@ -106,21 +93,15 @@ def iommufd_ioas_map(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     if not c.flags & RW:
         raise KernelError(errno.EINVAL, "neither READABLE nor WRITEABLE")
     ioas = ictx.get(c.ioas_id, Ioas)
-    iopt = ioas.iopt
-    if c.length == 0 or c.length % max(iopt.iova_alignment, 1):
-        raise KernelError(errno.EINVAL, "length")
-    iova = c.iova
-    if c.flags & I.IOMMU_IOAS_MAP_FIXED_IOVA:
-        _check_iova(iopt, iova, c.length)
-    else:
-        iova = iopt.alloc_iova(c.length, c.user_va)
-    if c.user_va % 4096 != iova % 4096:
-        raise KernelError(errno.EINVAL, "user_va and iova page offsets differ")
-    mm = ucmd.caller.mm
-    mm.check_range(
-        c.user_va & ~4095, c.length, write=bool(c.flags & I.IOMMU_IOAS_MAP_WRITEABLE)
+    fixed = c.flags & I.IOMMU_IOAS_MAP_FIXED_IOVA
+    iova = iopt_map_user_pages(
+        ioas.iopt,
+        ucmd.caller,
+        c.iova if fixed else None,
+        c.user_va,
+        c.length,
+        c.flags & RW,
     )
-    iopt.map(iova, c.length, mm, c.user_va, c.flags & RW)
     ucmd.respond(attrs.evolve(c, iova=iova))
     return 0
 
@@ -136,30 +117,12 @@ def iommufd_ioas_copy(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     if c.length == 0:
         raise KernelError(errno.EINVAL, "length 0")
     src = ictx.get(c.src_ioas_id, Ioas)
-    last = c.src_iova + c.length - 1
-    areas = src.iopt.overlapping(c.src_iova, last)
-    covered = c.src_iova
-    for a in areas:
-        if a.iova > covered:
-            break
-        covered = a.last + 1
-    if not areas or covered <= last:
-        raise KernelError(errno.ENOENT, "source range is not entirely mapped")
-    # iopt_get_pages(): the pieces of every source area, each mapped at its offset
-    pieces = []
-    for a in areas:
-        lo, hi = max(a.iova, c.src_iova), min(a.last, last)
-        pieces.append(
-            (lo - c.src_iova, hi - lo + 1, a.mm, a.user_va + (lo - a.iova), a.acct)
-        )
+    # iopt_get_pages(): the piece of every source area, sharing its pages (and so its
+    # account mode)
+    pieces = iopt_get_pages(src.iopt, c.src_iova, c.length)
     dst = ictx.get(c.dst_ioas_id, Ioas)
-    iova = c.dst_iova
-    if c.flags & I.IOMMU_IOAS_MAP_FIXED_IOVA:
-        _check_iova(dst.iopt, iova, c.length)
-    else:
-        iova = dst.iopt.alloc_iova(c.length, pieces[0][3])
-    for off, length, mm, user_va, acct in pieces:
-        dst.iopt.map(iova + off, length, mm, user_va, c.flags & RW, acct)
+    fixed = c.flags & I.IOMMU_IOAS_MAP_FIXED_IOVA
+    iova = iopt_map_pages(dst.iopt, c.dst_iova if fixed else None, pieces, c.flags & RW)
     ucmd.respond(attrs.evolve(c, dst_iova=iova))
     return 0
 
@@ -167,29 +130,14 @@ def iommufd_ioas_copy(ictx: IommufdCtx, ucmd: Ucmd) -> int:
 def iommufd_ioas_unmap(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     c = ucmd.cmd
     ioas = ictx.get(c.ioas_id, Ioas)
-    iopt = ioas.iopt
     if c.iova == 0 and c.length == U64_MAX:
-        unmapped = 0
-        for a in list(iopt.areas):
-            iopt.unmap_area(a)
-            unmapped += a.length
+        unmapped, err = iopt_unmap_all(ioas.iopt)
     else:
         if c.iova >= U64_MAX or c.length >= U64_MAX:
             raise KernelError(errno.EOVERFLOW, "iova or length")
-        if c.length == 0:
-            raise KernelError(errno.EINVAL, "length 0")
-        last = c.iova + c.length - 1
-        if last > U64_MAX:
-            raise KernelError(errno.EOVERFLOW, "wraps")
-        unmapped = 0
-        for a in iopt.overlapping(c.iova, last):
-            if a.iova < c.iova or a.last > last:
-                # mappings are never split; what was removed before stays removed
-                raise KernelError(errno.ENOENT, "range bisects a mapping")
-            iopt.unmap_area(a)  # EBUSY while an access holds it
-            unmapped += a.length
-        if not unmapped:
-            raise KernelError(errno.ENOENT, "nothing mapped in the range")
+        unmapped, err = iopt_unmap_iova(ioas.iopt, c.iova, c.length)
+    if err:
+        raise KernelError(err, f"unmap {c.iova:#x}+{c.length:#x}")
     ucmd.respond(attrs.evolve(c, length=unmapped))
     return 0
 
@@ -215,9 +163,8 @@ def iommufd_vfio_ioas(ictx: IommufdCtx, ucmd: Ucmd) -> int:
 def iommufd_ioas_map_file(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     """IOAS_MAP_FILE: map ``length`` bytes of the caller's memfd from ``start``. The
     daemon maps its own duplicate of the file (pidfd_getfd), so device DMA reads and
-    writes the file's pages; the pinned pages are charged to the caller."""
-    from ..uaccess import ForeignFile, OurFile
-
+    writes the file's pages; a test dma-buf (IOMMU_TEST_OP_DMABUF_GET) maps its memory.
+    Checks and placement are IOAS_MAP's (``iopt_map_file_pages``)."""
     c = ucmd.cmd
     if c.iova >= U64_MAX or c.length >= U64_MAX:
         raise KernelError(errno.EOVERFLOW, "iova or length")
@@ -229,32 +176,28 @@ def iommufd_ioas_map_file(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     if c.fd < 0:
         raise KernelError(errno.EBADF, f"fd {c.fd}")
     ref = ucmd.caller.fget(c.fd)  # before any state changes (NeedFds)
-    # a dma-buf of ours (IOMMU_TEST_OP_DMABUF_GET) maps its memory, owned by it
-    dmabuf = getattr(ref.handle, "mem", None) if isinstance(ref, OurFile) else None
-    if dmabuf is None and (not isinstance(ref, ForeignFile) or ref.kind != "file"):
+    mem: FileMemory
+    owned = dmabuf = False
+    if isinstance(ref, OurFile) and isinstance(ref.handle, DmaBuf):
+        mem, dmabuf = ref.handle.mem, True  # the dma-buf owns its memory
+    elif isinstance(ref, ForeignFile) and ref.kind == "file":
+        mem, owned = ref.take_file(), True
+    else:
         raise KernelError(errno.EBADF, f"fd {c.fd} is not a memfd or regular file")
-    iopt = ioas.iopt
-    if c.length == 0 or c.length % max(iopt.iova_alignment, 1):
-        raise KernelError(errno.EINVAL, "length")
-    if c.start + c.length > U64_MAX:
-        raise KernelError(errno.EOVERFLOW, "start + length")
-    mem = dmabuf if dmabuf is not None else ref.take_file()  # type: ignore[union-attr]
+    fixed = c.flags & I.IOMMU_IOAS_MAP_FIXED_IOVA
     try:
-        if not mem.shmem:
-            # memfd_pin_folios() pins only shmem and hugetlbfs folios
-            raise KernelError(errno.EINVAL, "not a memfd, tmpfs or hugetlbfs file")
-        if c.start + c.length > mem.size:
-            raise KernelError(errno.EINVAL, "past the end of the file")
-        iova = c.iova
-        if c.flags & I.IOMMU_IOAS_MAP_FIXED_IOVA:
-            _check_iova(iopt, iova, c.length)
-        else:
-            iova = iopt.alloc_iova(c.length, c.start)
-        if c.start % 4096 != iova % 4096:
-            raise KernelError(errno.EINVAL, "start and iova page offsets differ")
-        iopt.map(iova, c.length, mem, c.start, c.flags & RW, acct=ucmd.caller.mm)
-    except BaseException:
-        if dmabuf is None:
+        iova = iopt_map_file_pages(
+            ioas.iopt,
+            ucmd.caller,
+            c.iova if fixed else None,
+            mem,
+            c.start,
+            c.length,
+            c.flags & RW,
+            dmabuf=dmabuf,
+        )
+    except KernelError:
+        if owned and not mem.areas:
             mem.close()
         raise
     ucmd.respond(attrs.evolve(c, iova=iova))
@@ -262,32 +205,28 @@ def iommufd_ioas_map_file(ictx: IommufdCtx, ucmd: Ucmd) -> int:
 
 
 def iommufd_ioas_change_process(ictx: IommufdCtx, ucmd: Ucmd) -> int:
-    """IOAS_CHANGE_PROCESS: every area of every IOAS must be file-backed (EINVAL
-    otherwise); their pinned pages are charged to the caller instead, all or nothing
-    (ENOMEM past the caller's RLIMIT_MEMLOCK)."""
+    """IOAS_CHANGE_PROCESS: every area of every IOAS must map a file (EINVAL
+    otherwise); the pinned pages are charged to the caller instead, all or nothing
+    (ENOMEM past the caller's RLIMIT_MEMLOCK). Uncharged pages (a mapper with
+    CAP_IPC_LOCK) stay uncharged."""
     c = ucmd.cmd
     if c.reserved:
         raise KernelError(errno.EOPNOTSUPP, "reserved")
     new = ucmd.caller.mm
-    areas = [
-        a for o in ictx.objects.values() if isinstance(o, Ioas) for a in o.iopt.areas
-    ]
-    if any(a.acct is None for a in areas):
+    areas = [(a, ioas) for ioas in ictx.ioases() for a in ioas.iopt.areas]
+    if any(a.file is None for a, _ in areas):
         raise KernelError(errno.EINVAL, "a mapping is not from IOAS_MAP_FILE")
     moving = [
-        (a, o.iopt.domains != [])
-        for o in ictx.objects.values()
-        if isinstance(o, Ioas)
-        for a in o.iopt.areas
-        if a.acct is not new
+        (a, bool(ioas.iopt.domains))
+        for a, ioas in areas
+        if a.acct is not None and a.acct is not new
     ]
     charge = sum(a.length for a, pinned in moving if pinned)
-    limit = new.memlock_limit()
-    if charge and limit >= 0 and new.locked_vm + charge > limit:
-        raise KernelError(errno.ENOMEM, "RLIMIT_MEMLOCK of the new process")
+    if charge:
+        account_locked_vm(new, charge)  # ENOMEM: nothing moved
     for a, pinned in moving:
+        assert a.acct is not None
         if pinned:
-            a.account.locked_vm -= a.length
-            new.locked_vm += a.length
+            account_locked_vm(a.acct, a.length, inc=False)
         a.acct = new
     return 0

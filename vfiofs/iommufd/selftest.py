@@ -23,6 +23,7 @@ from typing import Any
 import attrs
 
 from ..abi import iommufd as I, iommufd_test as T
+from ..abi._cstruct import CStruct
 from ..errors import KernelError
 from ..ioctl_table import Ucmd
 from ..iommu.domain import IommuDomain, NestedDomain
@@ -37,10 +38,10 @@ from ..iommu.driver import (
 )
 from ..iommu.group import IommuGroup
 from ..iommu.mock_pagetable import MOCK_HUGE_PAGE_SIZE, MOCK_IO_PAGE_SIZE, MockPageTable
+from ..iommu.pagetable import PageTable
+from ..iommu.user_data import UserData, UserDataArray
 from ..uaccess import OurFile
 from .access import (
-    AccessOps,
-    IommufdAccess,
     iommufd_access_attach,
     iommufd_access_create,
     iommufd_access_destroy,
@@ -50,15 +51,35 @@ from .access import (
     iommufd_access_unpin_pages,
 )
 from .device import (
-    IommufdDevice,
     iommufd_device_attach,
     iommufd_device_bind,
     iommufd_device_detach,
+    iommufd_device_unbind,
 )
-from .eventq import IopfFault, IopfGroup, iommufd_fault_iopf_handler
-from .hw_pagetable import HwptNested, HwptPaging
-from .ioas import Ioas
-from .main import IommufdCtx, IommufdObject
+from .driver import (
+    iommu_report_device_fault,
+    iommufd_viommu_find_dev,
+    iommufd_viommu_report_event,
+)
+from .io_pagetable import IoPagetable, iopt_set_revoked
+from .iommufd_private import (
+    AccessOps,
+    DmaBuf,
+    DmaBufMemory,
+    HwptNested,
+    HwptPaging,
+    Ioas,
+    IommufdAccess,
+    IommufdCtx,
+    IommufdDevice,
+    IommufdHwQueue,
+    IommufdObject,
+    IommufdTest,
+    IommufdVdevice,
+    IommufdViommu,
+    IommufdViommuOps,
+    IopfFault,
+)
 
 log = logging.getLogger("vfiofs.iommufd")
 
@@ -76,7 +97,7 @@ class MockDomain(IommuDomain):
 
     huge: bool = False
 
-    def make_pagetable(self) -> Any:
+    def make_pagetable(self) -> PageTable | None:
         return MockPageTable(MOCK_APERTURE, huge=self.huge)
 
 
@@ -85,9 +106,9 @@ class MockNestedDomain(NestedDomain):
     """``struct mock_iommu_domain_nested``: a mock IOTLB the user invalidates."""
 
     iotlb: list[int] = attrs.Factory(lambda: [0] * T.MOCK_NESTED_DOMAIN_IOTLB_NUM)
-    mock_viommu: Any = None
+    mock_viommu: IommufdViommu | None = None
 
-    def cache_invalidate_user(self, array: Any) -> None:
+    def cache_invalidate_user(self, array: UserDataArray) -> None:
         """mock_domain_cache_invalidate_user(): entry by entry, progress in ``done``."""
         if array.type != T.IOMMU_HWPT_INVALIDATE_DATA_SELFTEST:
             raise KernelError(errno.EINVAL, f"data_type {array.type:#x}")
@@ -106,20 +127,22 @@ class MockNestedDomain(NestedDomain):
 
 @attrs.define(eq=False)
 class MockDev:
-    """``struct mock_dev``: a device on the mock bus, in a group of its own."""
+    """``struct mock_dev``: a device on the mock bus, in a group of its own, bound to
+    no host driver."""
 
     flags: int
     id: int
     group: IommuGroup
+    driver: str = ""
     cache: list[int] = attrs.Factory(
         lambda: [T.IOMMU_TEST_DEV_CACHE_DEFAULT] * T.MOCK_DEV_CACHE_NUM
     )
-    viommu: Any = None
+    viommu: IommufdViommu | None = None
     vdev_id: int = 0
     pasid_1024_fake_error: bool = False
 
 
-def _no_dirty(dev: Any) -> bool:
+def _no_dirty(dev: object) -> bool:
     return isinstance(dev, MockDev) and bool(dev.flags & T.MOCK_FLAGS_DEVICE_NO_DIRTY)
 
 
@@ -133,7 +156,7 @@ class MockIommuDriver(IommuDriver):
         self.next_dev_id = 0
 
     def domain_alloc_paging_flags(
-        self, dev: Any, flags: int, user_data: Any
+        self, dev: object, flags: int, user_data: UserData | None
     ) -> IommuDomain:
         paging_flags = DIRTY_TRACKING | NEST_PARENT | ALLOC_PASID
         if flags & ~paging_flags or (flags & DIRTY_TRACKING and _no_dirty(dev)):
@@ -156,7 +179,9 @@ class MockIommuDriver(IommuDriver):
             huge=huge,
         )
 
-    def _nested(self, parent: IommuDomain, user_data: Any) -> MockNestedDomain:
+    def nested(
+        self, parent: IommuDomain, user_data: UserData | None
+    ) -> MockNestedDomain:
         """__mock_domain_alloc_nested()."""
         if user_data is None or user_data.type != T.IOMMU_HWPT_DATA_SELFTEST:
             raise KernelError(errno.EOPNOTSUPP, "data_type")
@@ -168,22 +193,22 @@ class MockIommuDriver(IommuDriver):
         )
 
     def domain_alloc_nested(
-        self, dev: Any, parent: IommuDomain, flags: int, user_data: Any
+        self, dev: object, parent: IommuDomain, flags: int, user_data: UserData | None
     ) -> IommuDomain:
         if flags:
             raise KernelError(errno.EOPNOTSUPP, f"flags {flags:#x}")
         if not isinstance(parent, MockDomain):
             raise KernelError(errno.EINVAL, "parent is not a mock domain")
-        return self._nested(parent, user_data)
+        return self.nested(parent, user_data)
 
-    def capable(self, dev: Any, cap: int) -> bool:
+    def capable(self, dev: object, cap: int) -> bool:
         if cap == IOMMU_CAP_CACHE_COHERENCY:
             return True
         if cap == IOMMU_CAP_DIRTY_TRACKING:
             return not _no_dirty(dev)
         return False
 
-    def hw_info(self, dev: Any, in_type: int | None) -> HwInfo:
+    def hw_info(self, dev: object, in_type: int | None) -> HwInfo:
         if in_type not in (
             None,
             I.IOMMU_HW_INFO_TYPE_DEFAULT,
@@ -193,19 +218,23 @@ class MockIommuDriver(IommuDriver):
         data = T.IommuTestHwInfo(0, T.IOMMU_HW_INFO_SELFTEST_REGVAL).pack()
         return HwInfo(T.IOMMU_HW_INFO_TYPE_SELFTEST, data, 0, self.max_pasid_log2(dev))
 
-    def max_pasid_log2(self, dev: Any) -> int:
+    def max_pasid_log2(self, dev: object) -> int:
         if isinstance(dev, MockDev):
             return T.MOCK_PASID_WIDTH if dev.flags & T.MOCK_FLAGS_DEVICE_PASID else 0
         return super().max_pasid_log2(dev)
 
-    def attach_dev(self, domain: IommuDomain, dev: Any) -> None:
+    def attach_dev(self, domain: IommuDomain, dev: object) -> None:
         """mock_domain_nop_attach(): a NO_DIRTY device refuses a dirty domain."""
         super().attach_dev(domain, dev)
         if domain.dirty_ops and _no_dirty(dev):
             raise KernelError(errno.EINVAL, "the device cannot do dirty tracking")
 
     def set_dev_pasid(
-        self, domain: IommuDomain | None, dev: Any, pasid: int, old: Any
+        self,
+        domain: IommuDomain | None,
+        dev: object,
+        pasid: int,
+        old: IommuDomain | None,
     ) -> None:
         """mock_domain_set_dev_pasid_nop(): PASID 1024 fails every second change, so
         tests can see the core roll a replace back."""
@@ -220,15 +249,18 @@ class MockIommuDriver(IommuDriver):
         else:
             dev.pasid_1024_fake_error = True
 
-    def get_viommu_size(self, dev: Any, viommu_type: int) -> int:
+    def get_viommu_size(self, dev: object, viommu_type: int) -> int:
         return 1 if viommu_type == T.IOMMU_VIOMMU_TYPE_SELFTEST else 0
 
-    def viommu_init(self, viommu: Any, parent: IommuDomain, user_data: Any) -> None:
+    def viommu_init(
+        self, viommu: object, parent: IommuDomain, user_data: UserData | None
+    ) -> None:
         if not isinstance(parent, MockDomain):
             raise KernelError(errno.EINVAL, "parent is not a mock domain")
+        assert isinstance(viommu, IommufdViommu)
         viommu.ops = MockViommuOps(self, parent)
         if user_data is not None:
-            data = user_data.copy(T.IommuViommuSelftest, "out_data")
+            data: Any = user_data.copy(T.IommuViommuSelftest, "out_data")
             # no mmap window: /dev/iommu is not mmappable through vfiofs
             user_data.copy_back(attrs.evolve(data, out_data=data.in_data))
 
@@ -244,24 +276,23 @@ class MockIommuDriver(IommuDriver):
         return dev
 
 
-class MockViommuOps:
-    """``mock_viommu_ops`` (struct iommufd_viommu_ops) of one mock vIOMMU."""
+class MockViommuOps(IommufdViommuOps):
+    """``mock_viommu_ops`` of one mock vIOMMU."""
 
     def __init__(self, driver: MockIommuDriver, s2_parent: MockDomain) -> None:
         self.driver, self.s2_parent = driver, s2_parent
-        self.hw_queue: list[Any] = [None] * T.IOMMU_TEST_HW_QUEUE_MAX
+        self.hw_queue: list[IommufdHwQueue | None] = [None] * T.IOMMU_TEST_HW_QUEUE_MAX
 
-    def destroy(self, viommu: Any) -> None:
-        pass
-
-    def alloc_domain_nested(self, viommu: Any, flags: int, user_data: Any) -> Any:
+    def alloc_domain_nested(
+        self, viommu: IommufdViommu, flags: int, user_data: UserData | None
+    ) -> IommuDomain:
         if flags & ~I.IOMMU_HWPT_FAULT_ID_VALID:
             raise KernelError(errno.EOPNOTSUPP, f"flags {flags:#x}")
-        domain = self.driver._nested(self.s2_parent, user_data)
+        domain = self.driver.nested(self.s2_parent, user_data)
         domain.mock_viommu = viommu
         return domain
 
-    def cache_invalidate(self, viommu: Any, array: Any) -> None:
+    def cache_invalidate(self, viommu: IommufdViommu, array: UserDataArray) -> None:
         """mock_viommu_cache_invalidate(): the whole array is read first, then each
         entry invalidates a device cache of the device behind ``vdev_id``."""
         if (
@@ -280,29 +311,32 @@ class MockViommuOps:
                 raise KernelError(errno.EOPNOTSUPP, f"flags {cur.flags:#x}")
             if cur.cache_id > T.MOCK_DEV_CACHE_ID_MAX:
                 raise KernelError(errno.EINVAL, f"cache_id {cur.cache_id}")
-            idev = viommu.find_dev(cur.vdev_id)
-            if idev is None or not isinstance(idev.dev, MockDev):
+            idev = iommufd_viommu_find_dev(viommu, cur.vdev_id)
+            dev = idev.dev if idev is not None else None
+            if not isinstance(dev, MockDev):
                 raise KernelError(errno.EINVAL, f"no vDEVICE {cur.vdev_id:#x}")
             if cur.flags & T.IOMMU_TEST_INVALIDATE_FLAG_ALL:
-                idev.dev.cache[:] = [0] * T.MOCK_DEV_CACHE_NUM
+                dev.cache[:] = [0] * T.MOCK_DEV_CACHE_NUM
             else:
-                idev.dev.cache[cur.cache_id] = 0
+                dev.cache[cur.cache_id] = 0
             array.done += 1
 
-    def vdevice_init(self, vdev: Any) -> None:
-        dev = vdev.idev.dev
+    def vdevice_init(self, vdev: IommufdVdevice) -> None:
+        dev = vdev.idev.dev if vdev.idev is not None else None
         if isinstance(dev, MockDev):
             dev.viommu, dev.vdev_id = vdev.viommu, vdev.virt_id
 
-    def vdevice_destroy(self, vdev: Any) -> None:
+    def vdevice_destroy(self, vdev: IommufdVdevice) -> None:
         dev = vdev.idev.dev if vdev.idev is not None else None
         if isinstance(dev, MockDev):
             dev.viommu, dev.vdev_id = None, 0
 
-    def get_hw_queue_size(self, viommu: Any, qtype: int) -> int:
-        return 1 if qtype == T.IOMMU_HW_QUEUE_TYPE_SELFTEST else 0
+    def get_hw_queue_size(self, viommu: IommufdViommu, queue_type: int) -> int:
+        return 1 if queue_type == T.IOMMU_HW_QUEUE_TYPE_SELFTEST else 0
 
-    def hw_queue_init_phys(self, hw_queue: Any, index: int, base_pa: Any) -> None:
+    def hw_queue_init_phys(
+        self, hw_queue: IommufdHwQueue, index: int, base: tuple[object, int]
+    ) -> None:
         """mock_hw_queue_init_phys(): queues fill from index 0 up, each holding the
         previous one; the base must be what the parent domain translates it to."""
         if index >= T.IOMMU_TEST_HW_QUEUE_MAX:
@@ -313,13 +347,13 @@ class MockViommuOps:
         if index and prev is None:
             raise KernelError(errno.EIO, f"HW queue {index - 1} is missing")
         t = self.s2_parent.translate(hw_queue.base_addr)
-        if t is None or (t.owner, t.vaddr) != base_pa:
+        if t is None or (t.owner, t.vaddr) != base:
             raise KernelError(errno.EFAULT, "base address translates elsewhere")
         if prev is not None:
             prev.users += 1
         self.hw_queue[index] = hw_queue
 
-        def destroy(q: Any) -> None:
+        def destroy(q: IommufdHwQueue) -> None:
             self.hw_queue[index] = None
             if prev is not None:
                 prev.users -= 1
@@ -327,27 +361,13 @@ class MockViommuOps:
         hw_queue.on_destroy = destroy
 
 
-# --- per-context state and objects --------------------------------------------------------
-
-
-@attrs.define(eq=False)
-class SelftestState:
-    """What CONFIG_IOMMUFD_TEST keeps globally, per daemon here."""
-
-    driver: MockIommuDriver = attrs.Factory(MockIommuDriver)
-    memory_limit: int = 65536  # iommufd_test_memory_limit (pages.c batches)
-
-
-def _state(ictx: IommufdCtx) -> SelftestState:
-    if ictx.selftest is None:
-        ictx.selftest = SelftestState(MockIommuDriver(ictx.address_width))
-    st: SelftestState = ictx.selftest
-    return st
+# --- selftest objects --------------------------------------------------------------------
 
 
 @attrs.define(eq=False)
 class SelftestObj(IommufdObject):
-    """``struct selftest_obj`` (TYPE_IDEV): a mock device bound into the context."""
+    """``struct selftest_obj`` (TYPE_IDEV): a mock device bound into the context, its
+    DEVICE held the way a driver holds one."""
 
     idev: IommufdDevice | None = None
     mock_dev: MockDev | None = None
@@ -355,11 +375,7 @@ class SelftestObj(IommufdObject):
     def destroy(self) -> None:
         idev, self.idev = self.idev, None
         if idev is not None:
-            for pasid in sorted(idev.attached, reverse=True):
-                iommufd_device_detach(idev, pasid)
-            idev.bound = False
-            self.ictx.remove(idev)
-            self.ictx.file_closed()
+            iommufd_device_unbind(idev)
 
 
 @attrs.define(eq=False)
@@ -390,62 +406,29 @@ class StAccessFile:
     def release(self) -> None:
         """The access fd's last close: unpin, destroy the access, drop the context
         reference the access held (iommufd_access_create takes one)."""
-        access, self.access = self.access, None
+        access = self.access
         if access is not None:
-            self.access = access
             self.unmap(0, U64_MAX)
             self.access = None
             iommufd_access_destroy(access)
             access.ictx.file_closed()
 
 
-@attrs.define(eq=False)
-class DmabufMemory:
-    """A test dma-buf's memory: a buffer in the daemon (stands for kernel pages)."""
-
-    size: int
-    data: bytearray = attrs.field(init=False)
-    revoked: bool = False
-    tgid: int = 0
-    shmem: bool = True
-    locked_vm: int = 0
-    areas: int = 0
-
-    def __attrs_post_init__(self) -> None:
-        self.data = bytearray(self.size)
-
-    def read(self, addr: int, size: int) -> bytes:
-        if self.revoked or addr < 0 or addr + size > self.size:
-            raise KernelError(errno.EFAULT, "dma-buf access")
-        return bytes(self.data[addr : addr + size])
-
-    def write(self, addr: int, data: bytes) -> None:
-        if self.revoked or addr < 0 or addr + len(data) > self.size:
-            raise KernelError(errno.EFAULT, "dma-buf access")
-        self.data[addr : addr + len(data)] = data
-
-    def close(self) -> None:
-        pass
-
-
-@attrs.define(eq=False)
-class DmabufFile:
-    """The fd of a test dma-buf (DMABUF_GET); IOAS_MAP_FILE takes it."""
-
-    mem: DmabufMemory
-
-    def release(self) -> None:
-        pass
-
-
 # --- IOMMU_TEST_CMD ------------------------------------------------------------------------
 
 
-def _payload(ucmd: Ucmd, st: Any) -> Any:
+def _payload(ucmd: Ucmd, st: type[CStruct]) -> Any:
+    """This op's member of the command's union."""
     return st.unpack_from(ucmd.cmd.payload)
 
 
-def _respond(ucmd: Ucmd, st: Any) -> None:
+def _test(ictx: IommufdCtx) -> IommufdTest:
+    """The daemon's CONFIG_IOMMUFD_TEST state (the command is served only with it)."""
+    assert ictx.test is not None
+    return ictx.test
+
+
+def _respond(ucmd: Ucmd, st: CStruct) -> None:
     data = st.pack().ljust(T.PAYLOAD, b"\0")
     ucmd.respond(attrs.evolve(ucmd.cmd, payload=data))
 
@@ -472,7 +455,7 @@ def _staccess(ucmd: Ucmd, fd: int) -> StAccessFile:
     return ref.handle
 
 
-def _syz_iova(iopt: Any, iova: int) -> int:
+def _syz_iova(iopt: IoPagetable, iova: int) -> int:
     """__iommufd_test_syz_conv_iova(): (nth area, offset) packed in the IOVA."""
     nth, offset = iova & 0xFFFFFFFF, iova >> 32
     if nth < len(iopt.areas):
@@ -485,13 +468,8 @@ def test_add_reserved(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     ioas = ictx.get(ucmd.cmd.id, Ioas)
     if not a.length:
         return 0
-    last = a.start + a.length - 1
-    iopt = ioas.iopt
-    if iopt.overlapping(a.start, last) or any(
-        lo <= last and a.start <= hi for lo, hi in iopt.allowed or ()
-    ):
-        raise KernelError(errno.EADDRINUSE, "the range is mapped or allowed")
-    iopt.reserved.setdefault("selftest", []).append((a.start, min(last, U64_MAX)))
+    # iopt_reserve_iova() with no owner: EADDRINUSE over a mapping or allowed range
+    ioas.iopt.reserve(None, [(a.start, min(a.start + a.length - 1, U64_MAX))])
     return 0
 
 
@@ -505,7 +483,9 @@ def test_mock_domain(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     sobj = SelftestObj(ictx)
     ictx.add(sobj)
     try:
-        mdev = _state(ictx).driver.new_dev(flags)
+        mock = _test(ictx).mock
+        assert isinstance(mock, MockIommuDriver)
+        mdev = mock.new_dev(flags)
         idev = iommufd_device_bind(ictx, mdev.group, mdev)
         sobj.idev, sobj.mock_dev = idev, mdev
         hwpt_id = iommufd_device_attach(idev, c.id, mode="attach")
@@ -565,12 +545,11 @@ def test_md_check_refs(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     caller = ucmd.caller
     areas = [
         a
-        for o in ictx.objects.values()
-        if isinstance(o, Ioas)
+        for o in ictx.ioases()
         for a in o.iopt.areas
         if (o.iopt.domains or a.num_accesses)
         and getattr(a.mm, "tgid", None) == caller.tgid
-        and a.acct is None
+        and a.file is None
     ]
     for va in range(r.uptr, r.uptr + r.length, PAGE):
         caller.mm.check_range(va, 1, write=False)
@@ -711,7 +690,7 @@ def test_set_temp_memory_limit(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     m = _payload(ucmd, T.MemoryLimit)
     if m.limit < 8 + 4:  # _batch_init() needs room for one element
         raise KernelError(errno.EINVAL, f"limit {m.limit}")
-    _state(ictx).memory_limit = m.limit
+    _test(ictx).memory_limit = m.limit
     return 0
 
 
@@ -735,7 +714,8 @@ def test_dirty(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     bitmap = int.from_bytes(
         ucmd.caller.copy_from_user(d.uptr, (nbits + 7) // 8), "little"
     )
-    pt: MockPageTable = domain.pagetable
+    pt = domain.pagetable
+    assert isinstance(pt, MockPageTable)  # _mock_pt: a mock domain
     count = 0
     for i in range(nbits):
         if not bitmap >> i & 1:
@@ -751,21 +731,6 @@ def test_dirty(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     return 0
 
 
-def iommu_report_device_fault(
-    idev: IommufdDevice, pasid: int, fault: IopfFault
-) -> bool:
-    """A page request from ``idev``: goes to the fault queue of the HWPT attached at
-    that PASID; dropped (False) when that HWPT has none (the core answers INVALID)."""
-    hwpt = idev.attached.get(pasid)
-    if hwpt is None or hwpt.fault is None:
-        log.info(
-            "page fault of device %d pasid %d dropped: no fault queue", idev.id, pasid
-        )
-        return False
-    iommufd_fault_iopf_handler(hwpt, IopfGroup(idev, pasid, [fault]))
-    return True
-
-
 def test_trigger_iopf(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     t = _payload(ucmd, T.TriggerIopf)
     idev = ictx.get(t.dev_id, IommufdDevice)
@@ -779,8 +744,6 @@ def test_trigger_iopf(ictx: IommufdCtx, ucmd: Ucmd) -> int:
 
 
 def test_trigger_vevent(ictx: IommufdCtx, ucmd: Ucmd) -> int:
-    from .eventq import iommufd_viommu_report_event
-
     t = _payload(ucmd, T.TriggerVevent)
     idev = ictx.get(t.dev_id, IommufdDevice)
     dev = idev.dev
@@ -795,8 +758,10 @@ def test_pasid_attach(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     p = _payload(ucmd, T.PasidAttach)
     sobj = _sobj(ictx, ucmd.cmd.id)
     assert sobj.idev is not None
-    mode = "attach" if ucmd.cmd.op == T.IOMMU_TEST_OP_PASID_ATTACH else "replace"
-    pt = iommufd_device_attach(sobj.idev, p.pt_id, p.pasid, mode=mode)
+    if ucmd.cmd.op == T.IOMMU_TEST_OP_PASID_ATTACH:
+        pt = iommufd_device_attach(sobj.idev, p.pt_id, p.pasid, mode="attach")
+    else:
+        pt = iommufd_device_attach(sobj.idev, p.pt_id, p.pasid, mode="replace")
     _respond(ucmd, T.PasidAttach(p.pasid, pt))
     return 0
 
@@ -836,34 +801,23 @@ def test_dmabuf_get(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     o_cloexec = 0o2000000
     if g.open_flags & ~(o_cloexec | 0o2):  # dma_buf_fd(): O_CLOEXEC, O_RDWR
         raise KernelError(errno.EINVAL, f"open_flags {g.open_flags:#o}")
-    mem = DmabufMemory(length, tgid=ucmd.caller.tgid)
-    return ucmd.caller.install_fd(DmabufFile(mem), None)
+    mem = DmaBufMemory(length, tgid=ucmd.caller.tgid)
+    return ucmd.caller.install_fd(DmaBuf(mem), None)
 
 
 def test_dmabuf_revoke(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     """Revoke (or restore) a dma-buf: DMA through its mappings faults while revoked."""
     r = _payload(ucmd, T.DmabufRevoke)
     ref = ucmd.caller.fget(r.dmabuf_fd)
-    if not isinstance(ref, OurFile) or not isinstance(ref.handle, DmabufFile):
+    if not isinstance(ref, OurFile) or not isinstance(ref.handle, DmaBuf):
         raise KernelError(errno.EBADFD, f"fd {r.dmabuf_fd} is not a test dma-buf")
     mem = ref.handle.mem
     revoked = bool(r.revoked)
     if mem.revoked == revoked:
         return 0
     mem.revoked = revoked
-    for o in ictx.objects.values():
-        if not isinstance(o, Ioas):
-            continue
-        for a in o.iopt.areas:
-            if a.mm is not mem:
-                continue
-            for d in o.iopt.domains:
-                if revoked:
-                    d.unmap(a.iova, a.length)
-                else:
-                    from .io_pagetable import _iommu_prot
-
-                    d.map(a.iova, a.length, a.mm, a.user_va, _iommu_prot(a.prot))
+    for ioas in ictx.ioases():
+        iopt_set_revoked(ioas.iopt, mem, revoked)
     return 0
 
 

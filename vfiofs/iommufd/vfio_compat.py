@@ -10,20 +10,27 @@ from __future__ import annotations
 
 import errno
 
+import attrs
+
 from ..abi import iommufd as I, vfio as V
+from ..abi._cstruct import CStruct
 from ..errors import KernelError
-from ..ioctl_table import ArgKind, IoctlOp, IoctlTable, Ucmd
+from ..ioctl_table import ArgKind, IoctlOp, IoctlTable, Ucmd, vfio_info_cap_chain
 from ..uaccess import CAP_SYS_RAWIO, Caller
-from .io_pagetable import U64_MAX
-from .ioas import Ioas, _check_iova
-from .main import IommufdCtx
+from .io_pagetable import (
+    iopt_disable_large_pages,
+    iopt_map_user_pages,
+    iopt_unmap_all,
+    iopt_unmap_iova,
+)
+from .iommufd_private import Ioas, IommufdCtx
 
 
 def compat_ioas(ictx: IommufdCtx) -> Ioas:
+    """``get_compat_ioas``: ENODEV until a group brought one."""
     if ictx.compat_ioas is None:
         raise KernelError(errno.ENODEV, "no compat IOAS (attach a group first)")
-    ioas: Ioas = ictx.compat_ioas
-    return ioas
+    return ictx.compat_ioas
 
 
 def iommufd_vfio_check_extension(ictx: IommufdCtx, ucmd: Ucmd) -> int:
@@ -48,61 +55,43 @@ def iommufd_vfio_set_iommu(ictx: IommufdCtx, ucmd: Ucmd) -> int:
         raise KernelError(errno.EINVAL, f"type {kind}")
     ioas = compat_ioas(ictx)
     if kind == V.VFIO_TYPE1_IOMMU:
-        ioas.iopt.huge_pages = False  # type1 v1 may unmap parts of a mapping
+        # type1 v1 may unmap parts of a mapping: no IOPTE may span two of them
+        iopt_disable_large_pages(ioas.iopt)
     ictx.compat_type = kind
     return 0
 
 
 def iommufd_vfio_map_dma(ictx: IommufdCtx, ucmd: Ucmd) -> int:
+    """MAP_DMA on the compat IOAS: IOAS_MAP with a fixed IOVA (``iopt_map_user_pages``),
+    so the same checks and errnos; flags 0 maps with no access at all."""
     m = ucmd.cmd
     if m.flags & ~(V.VFIO_DMA_MAP_FLAG_READ | V.VFIO_DMA_MAP_FLAG_WRITE):
         raise KernelError(errno.EINVAL, "flags (VADDR is not supported)")
-    ioas = compat_ioas(ictx)
-    if m.iova >= U64_MAX or m.size >= U64_MAX or m.size == 0:
-        raise KernelError(
-            errno.EINVAL if m.size == 0 else errno.EOVERFLOW, "iova or size"
-        )
     prot = (I.IOMMU_IOAS_MAP_READABLE if m.flags & V.VFIO_DMA_MAP_FLAG_READ else 0) | (
         I.IOMMU_IOAS_MAP_WRITEABLE if m.flags & V.VFIO_DMA_MAP_FLAG_WRITE else 0
     )
-    _check_iova(ioas.iopt, m.iova, m.size)
-    mm = ucmd.caller.mm
-    mm.check_range(
-        m.vaddr & ~4095, m.size, write=bool(prot & I.IOMMU_IOAS_MAP_WRITEABLE)
-    )
-    ioas.iopt.map(m.iova, m.size, mm, m.vaddr, prot)
+    ioas = compat_ioas(ictx)
+    iopt_map_user_pages(ioas.iopt, ucmd.caller, m.iova, m.vaddr, m.size, prot)
     return 0
 
 
 def iommufd_vfio_unmap_dma(ictx: IommufdCtx, ucmd: Ucmd) -> int:
+    """UNMAP_DMA on the compat IOAS (``iopt_unmap_iova`` / ``iopt_unmap_all``). ``size``
+    is written back, failure or not, with what was unmapped."""
     u = ucmd.cmd
     if u.flags & ~V.VFIO_DMA_UNMAP_FLAG_ALL:
         raise KernelError(errno.EINVAL, "flags")
     ioas = compat_ioas(ictx)
-    iopt = ioas.iopt
     if u.flags & V.VFIO_DMA_UNMAP_FLAG_ALL:
         if u.iova or u.size:
             raise KernelError(errno.EINVAL, "ALL needs iova = size = 0")
-        areas = list(iopt.areas)
+        unmapped, err = iopt_unmap_all(ioas.iopt)
     else:
-        if u.size == 0 or u.iova + u.size - 1 > U64_MAX:
-            raise KernelError(errno.EINVAL, "size")
-        last = u.iova + u.size - 1
-        areas = iopt.overlapping(u.iova, last)
-        if any(a.iova < u.iova or a.last > last for a in areas):
-            raise KernelError(errno.ENOENT, "range bisects a mapping")
-    unmapped = 0
-    for a in areas:
-        unmapped += a.length
-        iopt.remove(a)
-    ucmd.caller.copy_to_user(
-        ucmd.arg, V.VfioIommuType1DmaUnmap(u.argsz, u.flags, u.iova, unmapped).pack()
-    )
+        unmapped, err = iopt_unmap_iova(ioas.iopt, u.iova, u.size)
+    ucmd.respond(attrs.evolve(u, size=unmapped))
+    if err:
+        raise KernelError(err, f"unmap {u.iova:#x}+{u.size:#x}")
     return 0
-
-
-def _pad8(b: bytes) -> bytes:
-    return b + bytes(-len(b) % 8)
 
 
 def iommufd_vfio_iommu_get_info(ictx: IommufdCtx, ucmd: Ucmd) -> int:
@@ -110,11 +99,11 @@ def iommufd_vfio_iommu_get_info(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     ioas = compat_ioas(ictx)
     ranges = ioas.iopt.usable_ranges()
     base = V.VfioIommuType1Info.SIZE
-    avail = _pad8(V.VfioIommuType1InfoDmaAvail(next=base + 16, avail=0xFFFFFFFF).pack())
-    iova = V.VfioIommuType1InfoCapIovaRange(nr_iovas=len(ranges)).pack() + b"".join(
-        V.VfioIovaRange(lo, hi).pack() for lo, hi in ranges
-    )
-    chain = avail + _pad8(iova)
+    caps: list[CStruct | bytes] = [
+        V.VfioIommuType1InfoDmaAvail(avail=0xFFFFFFFF),  # U32_MAX: no entry limit
+        V.vfio_iova_range_cap(ranges),
+    ]
+    chain = vfio_info_cap_chain(caps, base, align=8)
     pgsizes = 0xFFFFFFFFFFFFF000
     for d in ioas.iopt.domains:
         pgsizes &= d.pgsize_bitmap
@@ -123,11 +112,9 @@ def iommufd_vfio_iommu_get_info(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     cap_offset = 0
     if info.argsz >= need:
         cap_offset = base
-        ucmd.caller.copy_to_user(ucmd.arg + base, chain)
-    out = V.VfioIommuType1Info(
-        need, V.VFIO_IOMMU_INFO_PGSIZES | V.VFIO_IOMMU_INFO_CAPS, pgsizes, cap_offset, 0
-    )
-    ucmd.caller.copy_to_user(ucmd.arg, out.pack()[: min(info.argsz, base)])
+        ucmd.copy_to(base, chain)
+    flags = V.VFIO_IOMMU_INFO_PGSIZES | V.VFIO_IOMMU_INFO_CAPS
+    ucmd.respond(V.VfioIommuType1Info(need, flags, pgsizes, cap_offset, 0))
     return 0
 
 

@@ -1,11 +1,12 @@
 """FUSE requests -> the tree -> reply bytes. The only place errnos become replies.
 
-Each opcode has one method, picked from a table keyed by request class (go-fuse's
-``operationHandlers``). A method returns the reply bytes, or None for requests that get no
-reply. `KernelError` becomes an error reply; any other exception is a bug: it is logged
-with its traceback and the caller gets EIO. A handler that must wait (`WouldBlock`) or needs
-fds resolved (`NeedFds`) raises `Parked`; the serve loop then finishes the request in a task
-of its own.
+Each entry of the opcode table (`vfiofs.fuse._opcodes.OPCODES`, go-fuse's
+``operationHandlers``) is served by the method ``op_<name>``. A method returns the reply
+bytes, or None for requests that get no reply. `KernelError` becomes an error reply; any
+other exception is a bug: it is logged with its traceback and the caller gets EIO. Opcodes
+the kernel expects no answer to (FORGET) get none, not even for an error: it is logged. A
+handler that must wait (`WouldBlock`) or needs fds resolved (`NeedFds`) raises `Parked`;
+the serve loop then finishes the request in a task of its own.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import logging
 import os
 import stat
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
+from ..abi import fuse_kernel as k
+from ..abi.fuse_kernel import FuseOpcode
 from ..errors import KernelError
 from ..fs.node import (
     DEFAULT_POLLMASK,
@@ -29,6 +32,7 @@ from ..fs.node import (
 )
 from ..fs.tree import Handle, Tree
 from ..fuse import replies, requests as rq
+from ..fuse._opcodes import OPCODES, opname
 from ..fuse.connection import FuseConnection
 from ..uaccess import NeedFds
 from ..waitqueue import WaitQueue, WouldBlock
@@ -36,11 +40,12 @@ from .peer import VFIOFS_IOCTL_WHOAMI, ProcessTable, RequestCaller
 
 log = logging.getLogger("vfiofs.dispatch")
 
-ENTRY_TIMEOUT = 1  # seconds the kernel may cache names and attributes
-FOPEN_DIRECT_IO = 1 << 0
-FOPEN_NOFLUSH = 1 << 5
-FUSE_POLL_SCHEDULE_NOTIFY = 1 << 0
-FATTR_MODE, FATTR_UID, FATTR_GID, FATTR_SIZE = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+ENTRY_TIMEOUT: Final = 1  # seconds the kernel may cache names and attributes
+# every read and write reaches us; close(2) sends no FLUSH
+OPEN_FLAGS: Final = int(k.FopenFlags.FOPEN_DIRECT_IO | k.FopenFlags.FOPEN_NOFLUSH)
+STREAM_FLAGS: Final = int(k.FopenFlags.FOPEN_STREAM | k.FopenFlags.FOPEN_NONSEEKABLE)
+# opcodes the serve loop answers itself: INTERRUPT cancels a parked request
+SERVE_LOOP_OPCODES: Final = frozenset({FuseOpcode.FUSE_INTERRUPT})
 
 
 class Parked(Exception):
@@ -48,7 +53,7 @@ class Parked(Exception):
 
     def __init__(
         self,
-        req: Any,
+        req: rq.Request[Any],
         attempt: Callable[[], bytes],
         caller: RequestCaller,
         reason: WouldBlock | NeedFds,
@@ -67,42 +72,24 @@ class Dispatcher:
     send: Callable[[bytes], None]  # writes one message to /dev/fuse (poll wake-ups)
     _poll_waits: dict[int, tuple[WaitQueue, int]] = attrs.Factory(dict)
     _ops: dict[type, Callable[[Any], bytes | None]] = attrs.field(init=False)
+    _no_reply: frozenset[int] = attrs.field(init=False)  # opcodes
     # what the last request did, for --trace
     note: str = ""
     tracing: bool = False
 
     def __attrs_post_init__(self) -> None:
+        # one method per entry of the opcode table, found by name; INTERRUPT is the serve
+        # loop's (it cancels a parked request)
         self._ops = {
-            rq.Init: self.op_init,
-            rq.Destroy: self.op_destroy,
-            rq.Lookup: self.op_lookup,
-            rq.Forget: self.op_forget,
-            rq.BatchForget: self.op_batch_forget,
-            rq.Getattr: self.op_getattr,
-            rq.Setattr: self.op_setattr,
-            rq.Readlink: self.op_readlink,
-            rq.Open: self.op_open,
-            rq.Read: self.op_read,
-            rq.Write: self.op_write,
-            rq.Flush: self.op_flush,
-            rq.Release: self.op_release,
-            rq.Fsync: self.op_fsync,
-            rq.Opendir: self.op_opendir,
-            rq.Readdir: self.op_readdir,
-            rq.Readdirplus: self.op_readdirplus,
-            rq.Releasedir: self.op_releasedir,
-            rq.Fsyncdir: self.op_fsync,
-            rq.Statfs: self.op_statfs,
-            rq.Access: self.op_access,
-            rq.Getxattr: self.op_getxattr,
-            rq.Listxattr: self.op_listxattr,
-            rq.Ioctl: self.op_ioctl,
-            rq.Poll: self.op_poll,
+            spec.cls: getattr(self, "op_" + spec.name.lower())
+            for op, spec in OPCODES.items()
+            if op not in SERVE_LOOP_OPCODES
         }
+        self._no_reply = frozenset(op for op, s in OPCODES.items() if not s.reply)
 
     # --- entry point --------------------------------------------------------------------
 
-    def dispatch(self, req: Any) -> bytes | None:
+    def dispatch(self, req: rq.Request[Any]) -> bytes | None:
         """The reply to ``req`` (None: no reply). Raises `Parked`. With tracing on,
         ``note`` says what happened."""
         if self.tracing:
@@ -110,13 +97,20 @@ class Dispatcher:
         op = self._ops.get(type(req))
         if op is None:
             if isinstance(req, rq.BadRequest):
-                log.warning("malformed request: %s", req.reason)
+                log.warning("malformed %s: %s", opname(req.opcode), req.reason)
+                if req.opcode in self._no_reply:
+                    return None
                 return self.conn.reply_error(req, errno.EIO)
+            log.debug("unsupported opcode %s", opname(req.opcode))
             return self.conn.reply_error(req, errno.ENOSYS)
         try:
             return op(req)
         except KernelError as e:
             self.note = f"{self.note} {e}".strip()
+            if req.opcode in self._no_reply:
+                # the kernel waits for no answer, so the error can only be logged
+                log.warning("%s: %s", type(req).__name__, e)
+                return None
             if e.msg:
                 log.debug("%s: %s", type(req).__name__, e)
             return self.conn.reply_error(req, e.errno)
@@ -125,6 +119,8 @@ class Dispatcher:
         except Exception:
             log.exception("bug while serving %r", req)
             self.note = "internal error"
+            if req.opcode in self._no_reply:
+                return None
             return self.conn.reply_error(req, errno.EIO)
 
     def finish(self, parked: Parked) -> bytes:
@@ -140,12 +136,12 @@ class Dispatcher:
             log.exception("bug while serving %r", parked.req)
             return self.conn.reply_error(parked.req, errno.EIO)
 
-    def _caller(self, req: Any) -> RequestCaller:
+    def _caller(self, req: rq.Request[Any]) -> RequestCaller:
         h = req.header
         return RequestCaller(h.pid, h.uid, h.gid, self.procs)
 
     def _core(
-        self, req: Any, caller: RequestCaller, attempt: Callable[[], bytes]
+        self, req: rq.Request[Any], caller: RequestCaller, attempt: Callable[[], bytes]
     ) -> bytes:
         """Run a call into the core; park it if it must wait or needs fds."""
         try:
@@ -205,11 +201,11 @@ class Dispatcher:
     def op_setattr(self, req: rq.Setattr) -> bytes:
         node = self.tree.node(req.nodeid)
         valid = req.arg.valid
-        if valid & (FATTR_MODE | FATTR_UID | FATTR_GID):
+        if valid & (k.FATTR_MODE | k.FATTR_UID | k.FATTR_GID):
             raise KernelError(
                 errno.EPERM, "device and sysfs nodes keep their mode and owner"
             )
-        if valid & FATTR_SIZE:
+        if valid & k.FATTR_SIZE:
             if isinstance(node, Directory):
                 raise KernelError(errno.EISDIR)
             writable = isinstance(node, DeviceNode) or (
@@ -264,15 +260,14 @@ class Dispatcher:
             req, replies.dirents(self._dir_entries(h), req.arg.offset, req.arg.size)
         )
 
-    def op_readdirplus(self, req: rq.Readdirplus) -> bytes:
-        raise KernelError(errno.ENOSYS)
-
     def op_releasedir(self, req: rq.Releasedir) -> bytes:
         self.tree.release(req.arg.fh)
         return self.conn.reply(req)
 
-    def op_fsync(self, req: Any) -> bytes:
+    def op_fsync(self, req: rq.Fsync | rq.Fsyncdir) -> bytes:
         return self.conn.reply(req)
+
+    op_fsyncdir = op_fsync
 
     # --- files -------------------------------------------------------------------------
 
@@ -283,11 +278,10 @@ class Dispatcher:
         def attempt() -> bytes:
             h = self.tree.open(caller, req.nodeid, flags)
             self.note = f"fh={h.fh}"
-            # event queue fds are streams (nonseekable_open): FOPEN_STREAM etc.
-            extra = getattr(h.file, "fopen_flags", 0)
-            return self.conn.reply(
-                req, replies.open_out(h.fh, FOPEN_DIRECT_IO | FOPEN_NOFLUSH | extra)
-            )
+            fopen = OPEN_FLAGS
+            if getattr(h.file, "nonseekable", False):  # nonseekable_open(): a stream
+                fopen |= STREAM_FLAGS
+            return self.conn.reply(req, replies.open_out(h.fh, fopen))
 
         return self._core(req, caller, attempt)
 
@@ -370,7 +364,7 @@ class Dispatcher:
         if poll is None:
             return self.conn.reply(req, replies.poll_out(DEFAULT_POLLMASK))
         mask, queue = poll(self._caller(req))
-        if a.flags & FUSE_POLL_SCHEDULE_NOTIFY and queue is not None:
+        if a.flags & k.FUSE_POLL_SCHEDULE_NOTIFY and queue is not None:
             self._schedule_poll_notify(a.kh, queue)
         return self.conn.reply(req, replies.poll_out(mask))
 

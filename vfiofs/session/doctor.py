@@ -92,6 +92,15 @@ def _overlay() -> tuple[bool, str]:
     )
 
 
+def _io_uring() -> tuple[bool, str]:
+    from .transport import uring_unavailable
+
+    why = uring_unavailable()
+    if why is None:
+        return True, "the kernel offers FUSE over io_uring (--transport=auto uses it)"
+    return False, f"{why}; vfiofs serves over /dev/fuse read/write"
+
+
 CHECKS: tuple[tuple[str, Callable[[], tuple[bool, str]]], ...] = (
     ("FUSE", _fuse),
     ("fusermount3", _fusermount),
@@ -103,11 +112,20 @@ CHECKS: tuple[tuple[str, Callable[[], tuple[bool, str]]], ...] = (
 )
 
 
+# features vfiofs uses when present and does without otherwise
+OPTIONAL: tuple[tuple[str, Callable[[], tuple[bool, str]]], ...] = (
+    ("io_uring transport", _io_uring),
+)
+
+
 def doctor(out: TextIO) -> int:
-    """Print one line per feature; exit status 1 if something is missing."""
+    """Print one line per feature; exit status 1 if a required one is missing."""
     missing = 0
     for name, check in CHECKS:
         ok, detail = check()
         missing += not ok
         print(f"{'ok' if ok else 'MISSING':<8}{name:<28}{detail}", file=out)
+    for name, check in OPTIONAL:
+        ok, detail = check()
+        print(f"{'ok' if ok else 'no':<8}{name:<28}{detail}", file=out)
     return 1 if missing else 0

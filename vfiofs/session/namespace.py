@@ -1,6 +1,6 @@
 """A private mount namespace where the tree sits at the paths tools hard-code.
 
-Recipe (mechanisms.md §3): unshare(CLONE_NEWNS) in a single-threaded process, make every
+Recipe (docs/internals.md, platform facts): unshare(CLONE_NEWNS) in a single-threaded process, make every
 mount private (so nothing propagates back to the host), then:
 - /dev: an overlay (lower = the host's /dev, upper = a private tmpfs) so /dev/vfio can be
   created without touching the host's devtmpfs; /dev's submounts are re-attached; the

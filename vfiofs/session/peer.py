@@ -3,12 +3,15 @@
 Memory: reads go through a cached ``/proc/PID/mem`` fd (one pread per copy, bound to the
 process's mm, so a recycled pid can never be read by mistake). Writes use
 ``process_vm_writev``, which honours page protections as ``copy_to_user`` does; writes
-through /proc/PID/mem would not (they are FOLL_FORCE). The header pid is a thread id; it is
-mapped to its process (Tgid) only when a handler needs the memory or the fds.
+through /proc/PID/mem would not (they are FOLL_FORCE), and a cached protection check
+cannot see an mprotect() or munmap() made since (docs/performance.md has the figures of
+both ways). The header pid is a thread id; it is mapped to its process (Tgid) only when a
+handler needs the memory or the fds. Per-process state is cached across requests; a
+process that exited is noticed when its memory no longer reads, and by the reaper.
 
 Fds: a caller's fd number is duplicated with ``pidfd_getfd``; a duplicate on our own mount
 is asked, with a private ioctl, which handle (fh) it is. That ioctl is served by the FUSE
-reader, so `FdResolver.resolve` must run in a worker thread (design.md §10).
+reader, so `FdResolver.resolve` must run in a worker thread (docs/internals.md).
 """
 
 from __future__ import annotations
@@ -43,10 +46,6 @@ _PIDFD_THREAD = os.O_EXCL
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-class _IoVec(ctypes.Structure):
-    _fields_ = (("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t))
-
-
 # no argtypes: the call gets pre-built ctypes values (argument conversion costs ~0.5 us)
 _libc.process_vm_writev.restype = ctypes.c_ssize_t
 _writev = _libc.process_vm_writev
@@ -61,9 +60,19 @@ def _tgid_of(tid: int) -> int:
             for line in f:
                 if line.startswith(b"Tgid:"):
                     return int(line.split()[1])
-    except OSError:
-        pass
-    raise KernelError(errno.ESRCH, f"no such task {tid}")
+    except OSError as e:
+        raise KernelError(errno.ESRCH, f"task {tid}: {e.strerror}") from None
+    raise KernelError(errno.ESRCH, f"task {tid}: no Tgid in its status")
+
+
+def _memlock_from_limits(tgid: int) -> int:
+    """RLIMIT_MEMLOCK (soft) from /proc/PID/limits, readable where prlimit is not."""
+    with open(f"/proc/{tgid}/limits", "rb") as f:
+        for line in f:
+            if line.startswith(b"Max locked memory"):
+                soft = line[26:].split()[0]
+                return -1 if soft == b"unlimited" else int(soft)
+    raise OSError(errno.EINVAL, "no 'Max locked memory' line")
 
 
 @attrs.define(eq=False)
@@ -76,9 +85,9 @@ class ProcessMemory:
     _pidfd: int = -1
     _poller: Any = None
     _buf: Any = None
-    _local: Any = None
-    _remote: Any = None
-    _iovs: Any = None
+    _bounce: Any = None  # _buf as a writable memoryview
+    _iov: Any = None  # local and remote iovec, as u64s: base, len, base, len
+    _args: Any = None
 
     def __attrs_post_init__(self) -> None:
         try:
@@ -90,12 +99,14 @@ class ProcessMemory:
         self._poller = select.poll()
         self._poller.register(self._pidfd, select.POLLIN)
         self._buf = ctypes.create_string_buffer(_BOUNCE)
-        self._local = _IoVec(ctypes.addressof(self._buf), 0)
-        self._remote = _IoVec()
-        self._iovs = (
+        self._bounce = memoryview(self._buf).cast("B")
+        iovs = (ctypes.c_uint64 * 4)(ctypes.addressof(self._buf), 0, 0, 0)
+        self._iov = memoryview(iovs).cast("B").cast("Q")
+        self._args = (
             ctypes.c_int(self.tgid),
-            ctypes.c_void_p(ctypes.addressof(self._local)),
-            ctypes.c_void_p(ctypes.addressof(self._remote)),
+            ctypes.c_void_p(ctypes.addressof(iovs)),
+            ctypes.c_void_p(ctypes.addressof(iovs) + 16),
+            iovs,
         )
 
     def alive(self) -> bool:
@@ -122,23 +133,30 @@ class ProcessMemory:
 
     def write_live(self, addr: int, data: bytes) -> None:
         """A write while the process is known to be alive (it waits for our reply).
-        process_vm_writev honours page protections, as copy_to_user does."""
+        process_vm_writev honours page protections, as copy_to_user does.
+
+        The hot path is one memcpy into the bounce buffer, three stores into the
+        iovecs and the call (no ctypes attribute setters: they cost more than the copy).
+        """
         n = len(data)
         if not n:
             return
         if addr < 0 or addr + n > 1 << 64:
             raise KernelError(errno.EFAULT, f"write {addr:#x}")
+        iov = self._iov
+        big = None
         if n <= _BOUNCE:
-            ctypes.memmove(self._buf, data, n)
-            self._local.iov_base = ctypes.addressof(self._buf)
+            self._bounce[:n] = data
         else:
             big = ctypes.create_string_buffer(bytes(data), n)
-            self._local.iov_base = ctypes.addressof(big)
-        self._local.iov_len = n
-        self._remote.iov_base = addr
-        self._remote.iov_len = n
-        pid, local, remote = self._iovs
-        if _writev(pid, local, _ONE, remote, _ONE, _ZERO) != n:
+            iov[0] = ctypes.addressof(big)
+        iov[1] = iov[3] = n
+        iov[2] = addr
+        pid, local, remote, _ = self._args
+        done = _writev(pid, local, _ONE, remote, _ONE, _ZERO)
+        if big is not None:
+            iov[0] = ctypes.addressof(self._buf)
+        if done != n:
             raise KernelError(errno.EFAULT, f"write {addr:#x}+{n:#x}")
 
     def check_range(self, addr: int, size: int, *, write: bool) -> None:
@@ -167,10 +185,25 @@ class ProcessMemory:
         raise KernelError(errno.EFAULT, f"{cur:#x} not mapped")
 
     def memlock_limit(self) -> int:
+        """RLIMIT_MEMLOCK of the process (prlimit; /proc/PID/limits where prlimit is
+        refused, e.g. to a daemon without CAP_SYS_RESOURCE over another user).
+
+        Raises:
+            KernelError(ESRCH): neither can be read (the process is gone).
+        """
         try:
             soft, _ = resource.prlimit(self.tgid, resource.RLIMIT_MEMLOCK)
-        except OSError:
-            return 0
+        except OSError as e:
+            try:
+                return _memlock_from_limits(self.tgid)
+            except (OSError, ValueError) as e2:
+                log.warning(
+                    "RLIMIT_MEMLOCK of process %d: prlimit: %s; /proc limits: %s",
+                    self.tgid,
+                    e.strerror,
+                    e2,
+                )
+                raise KernelError(errno.ESRCH, f"process {self.tgid}") from None
         return -1 if soft == resource.RLIM_INFINITY else soft
 
     def close(self) -> None:
@@ -206,16 +239,32 @@ class ProcessTable:
         return tgid
 
     def memory(self, tid: int) -> ProcessMemory:
+        """The memory of the process behind ``tid``, cached across requests.
+
+        No liveness check here (it costs a system call per request): the caller is
+        waiting for our reply, so its pid names a live process. If that pid was
+        recycled since the cached object was made, the cached /proc/PID/mem no longer
+        reads; `RequestCaller.copy_from_user` then calls `renew`.
+        """
         tgid = self.tgid(tid)
         mm = self._by_tgid.get(tgid)
-        if mm is not None and mm.alive():
-            return mm
         if mm is not None:
-            mm.close()
+            return mm
         self.reap()  # a new process: a good moment to forget the ones that exited
         mm = ProcessMemory(tgid)
         self._by_tgid[tgid] = mm
         return mm
+
+    def renew(self, mm: ProcessMemory) -> ProcessMemory | None:
+        """A fresh object for ``mm``'s pid if ``mm``'s process has exited, else None."""
+        if mm.alive():
+            return None
+        mm.close()
+        if self._by_tgid.get(mm.tgid) is mm:
+            del self._by_tgid[mm.tgid]
+        fresh = ProcessMemory(mm.tgid)
+        self._by_tgid[mm.tgid] = fresh
+        return fresh
 
     def reap(self) -> None:
         """Close the memory fds of processes that have exited."""
@@ -231,14 +280,17 @@ class ProcessTable:
 
 
 def capable(tid: int, cap: int) -> bool:
-    """Whether thread ``tid`` has capability ``cap`` in its effective set."""
+    """Whether thread ``tid`` has capability ``cap`` in its effective set (False, with a
+    warning, when its status cannot be read: the task is gone)."""
     try:
         with open(f"/proc/{tid}/status", "rb") as f:
             for line in f:
                 if line.startswith(b"CapEff:"):
                     return bool(int(line.split()[1], 16) >> cap & 1)
-    except OSError:
-        pass
+    except OSError as e:
+        log.warning("capabilities of task %d: %s; taken as none", tid, e.strerror)
+        return False
+    log.warning("capabilities of task %d: no CapEff line; taken as none", tid)
     return False
 
 
@@ -252,8 +304,10 @@ class OsEventFd:
         if self.fd >= 0:
             try:
                 os.eventfd_write(self.fd, 1)
-            except OSError as e:  # counter overflow (EAGAIN): the kernel drops it too
-                log.debug("eventfd %d: %s", self.fd, e)
+            except BlockingIOError:  # counter at its maximum: eventfd_signal saturates
+                log.debug("eventfd %d: counter full", self.fd)
+            except OSError as e:
+                log.warning("eventfd %d: %s; interrupt not delivered", self.fd, e)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -363,7 +417,8 @@ class FdResolver:
             if st.st_dev == self.mount_dev:
                 try:
                     return ("ours", fcntl.ioctl(dup, VFIOFS_IOCTL_WHOAMI))
-                except OSError:
+                except OSError as e:  # a node of ours without a handle (a directory)
+                    log.debug("fd %d on our mount has no handle: %s", fd, e.strerror)
                     return ("other", -1)
             if os.readlink(f"/proc/self/fd/{dup}") == "anon_inode:[eventfd]":
                 keep = True
@@ -422,7 +477,15 @@ class RequestCaller:
         return self._mm
 
     def copy_from_user(self, addr: int, size: int) -> bytes:
-        return self.mm.read(addr, size)
+        mm = self.mm
+        try:
+            return mm.read(addr, size)
+        except KernelError:
+            fresh = self.procs.renew(mm)  # a cached process that exited, pid reused?
+            if fresh is None:
+                raise
+            self._mm = fresh
+            return fresh.read(addr, size)
 
     def copy_to_user(self, addr: int, data: bytes) -> None:
         # the caller is blocked in this very syscall, so its pid cannot have been reused
@@ -451,7 +514,7 @@ class RequestCaller:
 
     def install_fd(self, file: object, addr: int | None) -> int:
         if self.installer is None:
-            # A FUSE reply cannot create an fd in the caller (design fact 6)
+            # A FUSE reply cannot create an fd in the caller (docs/internals.md)
             log.warning(
                 "an ioctl that returns a new fd needs `vfiofs run` (it installs the fd "
                 "with seccomp); on a plain mount it fails with EOPNOTSUPP"

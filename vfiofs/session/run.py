@@ -31,11 +31,12 @@ from typing import Any, TextIO, cast
 import attrs
 import trio
 
+from ..abi.vfio import VFIO_GROUP_GET_DEVICE_FD
 from ..errors import KernelError
 from ..fs.node import DeviceNode, OpenFile
 from ..fs.tree import Tree
-from ..uaccess import Caller, strndup_user
-from .peer import RequestCaller
+from ..uaccess import Caller, NeedFds, strndup_user
+from .peer import RequestCaller, file_ref
 from .seccomp import CONTINUE, InstallFd, Notif, SeccompSupervisor
 from .serve import FuseSession, serve
 
@@ -83,14 +84,16 @@ class GetDeviceFd:
         me = threading.get_native_id()  # the open() below comes from this thread
 
         def prepare() -> bool:
-            from ..vfio.group import VfioGroupFile
-
             handle = session.tree.handles.get(fh)
-            if handle is None or not isinstance(handle.file, VfioGroupFile):
+            # only a group fd opens devices (the vfio core's VfioGroupFile.get_device_fd)
+            open_device = (
+                getattr(handle.file, "get_device_fd", None) if handle else None
+            )
+            if open_device is None:
                 return False  # ours but not a group: our own FUSE ioctl answers it
             caller = RequestCaller(tid, 0, 0, session.procs)
             name = strndup_user(caller, name_ptr).decode(errors="replace")
-            self.broker.pending[me] = handle.file.get_device_fd(caller, name)
+            self.broker.pending[me] = open_device(caller, name)
             return True
 
         if not session.call_in_core(prepare):
@@ -121,9 +124,6 @@ class IommufdFdIoctl:
     supervisor: Any = None  # the SeccompSupervisor (for addfd), set once it exists
 
     def __call__(self, n: Notif) -> Any:
-        from ..iommufd.main import IommufdCtx
-        from .peer import file_ref
-
         session = self.session
         tgid = session.call_in_core(lambda: session.procs.tgid(n.tid))
         kind, fh = session.resolver.resolve(tgid, [n.fd])[n.fd]
@@ -141,12 +141,16 @@ class IommufdFdIoctl:
 
         def attempt() -> Any:
             handle = session.tree.handles.get(fh)
-            if handle is None or not isinstance(handle.file, IommufdCtx):
-                return CONTINUE  # ours but not an iommufd: our FUSE ioctl answers it
+            # an iommufd context says which of its ioctls create fds
+            # (IommufdCtx.ioctl_creates_fd); any other file of ours, or another
+            # command, goes the FUSE way
+            creates_fd = (
+                getattr(handle.file, "ioctl_creates_fd", None) if handle else None
+            )
+            if creates_fd is None or not creates_fd(n.cmd):
+                return CONTINUE
             pending.clear()
-            return handle.file.ioctl(caller, n.cmd, n.arg)
-
-        from ..uaccess import NeedFds
+            return handle.file.ioctl(caller, n.cmd, n.arg)  # type: ignore[union-attr]
 
         try:
             while True:
@@ -217,14 +221,18 @@ class TrappedIoctls:
     iommufd: IommufdFdIoctl
 
     def __call__(self, n: Notif) -> Any:
-        from ..abi.vfio import VFIO_GROUP_GET_DEVICE_FD
-
         if n.cmd == VFIO_GROUP_GET_DEVICE_FD:
             return self.get_device_fd(n)
         return self.iommufd(n)
 
 
-def run(machine: Any, cmd: list[str], *, trace: TextIO | None = None) -> int:
+def run(
+    machine: Any,
+    cmd: list[str],
+    *,
+    trace: TextIO | None = None,
+    transport: str | None = None,
+) -> int:
     """Serve ``machine`` and run ``cmd`` under it; CMD's exit status."""
     staging = tempfile.mkdtemp(prefix="vfiofs-run-")
     mnt, scratch = os.path.join(staging, "mnt"), os.path.join(staging, "scratch")
@@ -234,7 +242,9 @@ def run(machine: Any, cmd: list[str], *, trace: TextIO | None = None) -> int:
     broker.install(machine.tree)
     try:
         return trio.run(
-            functools.partial(_run, machine, cmd, mnt, scratch, broker, trace)
+            functools.partial(
+                _run, machine, cmd, mnt, scratch, broker, trace, transport
+            )
         )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -247,11 +257,12 @@ async def _run(
     scratch: str,
     broker: DeviceFdBroker,
     trace: TextIO | None,
+    transport: str | None,
 ) -> int:
     async with trio.open_nursery() as nursery:
         session: FuseSession = await nursery.start(
             functools.partial(
-                serve, machine.tree, mnt, trace=trace, on_ready=machine.attach
+                serve, machine.tree, mnt, trace=trace, transport=transport
             )
         )
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)

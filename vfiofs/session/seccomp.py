@@ -1,7 +1,7 @@
 """Seccomp user notification: trap the ioctls that create fds in `vfiofs run`.
 
 A FUSE reply cannot create a file descriptor in the caller, so the launcher installs a
-filter that turns those ioctls into notifications (design.md §6, mechanisms.md §1):
+filter that turns those ioctls into notifications (kernel/seccomp.c):
 VFIO_GROUP_GET_DEVICE_FD, and iommufd's IOMMU_FAULT_QUEUE_ALLOC, IOMMU_VEVENTQ_ALLOC and
 IOMMU_TEST_CMD (CREATE_ACCESS, DMABUF_GET). `SeccompSupervisor` serves the listener in
 its own thread until every process using the filter has exited (POLLHUP). A handler

@@ -1,13 +1,13 @@
-"""The serve loop: mount, read one request per read(2), dispatch, write the reply.
+"""The serve loop: mount, take each request from the transport, dispatch, reply.
 
-The reader reads first and waits for readability only when nothing is queued (awaiting
-before every read costs twice the C server's time per request). Requests are handled
-inline because the core is synchronous; only a request that must wait (`WouldBlock`) or
-needs a caller's fds resolved (`NeedFds`) gets a task of its own, under a cancel scope that
+Requests come through a `transport` (read/write on /dev/fuse, or FUSE over io_uring;
+INIT always comes through /dev/fuse and decides which). Requests are handled inline
+because the core is synchronous; only a request that must wait (`WouldBlock`) or needs a
+caller's fds resolved (`NeedFds`) gets a task of its own, under a cancel scope that
 FUSE_INTERRUPT cancels (the caller then gets EINTR). The loop ends cleanly when the kernel
-says the filesystem is gone (ENODEV on read).
+says the filesystem is gone.
 
-The reader must never touch its own mount (design.md §10): fd resolution runs in a worker
+The reader must never touch its own mount (docs/internals.md): fd resolution runs in a worker
 thread, and the mount's device number comes from /proc/self/mountinfo, not stat(2).
 """
 
@@ -24,6 +24,7 @@ from typing import Any, TextIO, TypeVar
 import attrs
 import trio
 
+from ..abi.fuse_kernel import FUSE_MIN_READ_BUFFER, FuseInHeader, FuseInitFlags
 from ..errors import ProtocolError
 from ..fs.tree import Tree
 from ..fuse import requests as rq
@@ -34,14 +35,27 @@ from ..waitqueue import WouldBlock
 from .dispatch import Dispatcher, Parked
 from .mount import MountOptions, mount, unmount
 from .peer import FdResolver, ProcessTable, RequestCaller, file_ref
+from .transport import (
+    DevFuseTransport,
+    Transport,
+    UringTransport,
+    uring_unavailable,
+)
 
 log = logging.getLogger("vfiofs.serve")
 
 MAX_WRITE = 1 << 20
-# The kernel refuses reads smaller than one request: header + the largest fixed args
-# (fuse_write_in) + max_write.
-READ_BUFFER = MAX_WRITE + 4096
-YIELD_EVERY = 32  # requests served back to back before other tasks get a turn
+TRANSPORTS = ("auto", "uring", "dev")
+
+
+def default_transport() -> str:
+    """The transport asked for by ``VFIOFS_TRANSPORT`` (``auto`` when unset): every
+    daemon honours it, so a whole test run can be switched to one transport."""
+    name = os.environ.get("VFIOFS_TRANSPORT", "auto")
+    if name not in TRANSPORTS:
+        raise ValueError(f"VFIOFS_TRANSPORT={name}: expected one of {TRANSPORTS}")
+    return name
+
 
 T = TypeVar("T")
 
@@ -72,111 +86,113 @@ class FuseSession:
     procs: ProcessTable
     resolver: FdResolver
     trace: TextIO | None = None
+    # "dev", "uring" or "auto" (io_uring when the kernel offers it); decided at INIT
+    transport_name: str = attrs.field(factory=default_transport)
     token: trio.lowlevel.TrioToken = attrs.field(
         factory=trio.lowlevel.current_trio_token
     )
     inflight: dict[int, trio.CancelScope] = attrs.Factory(dict)
     dispatcher: Dispatcher = attrs.field(init=False)
+    dev: DevFuseTransport = attrs.field(init=False)
+    transport: Transport = attrs.field(init=False)
+    _nursery: trio.Nursery | None = None
     _receive: Callable[[memoryview], Any] = attrs.field(init=False)
     _dispatch: Callable[[Any], bytes | None] = attrs.field(init=False)
+    _reply: Callable[[int, bytes], None] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
+        if self.transport_name not in TRANSPORTS:
+            raise ValueError(f"transport {self.transport_name!r}: not in {TRANSPORTS}")
         self.dispatcher = Dispatcher(self.tree, self.conn, self.procs, self.write)
         self.dispatcher.tracing = self.trace is not None
+        self.dev = DevFuseTransport(self.fd, self.conn.max_write)
+        self.transport = self.dev  # until INIT says otherwise
         self._receive = self.conn.receive  # bound once: this is every request
         self._dispatch = self.dispatcher.dispatch
+        self._reply = self.dev.reply
 
     @property
     def mount_dev(self) -> int:
         return self.resolver.mount_dev
 
     def write(self, data: bytes) -> None:
-        """Write one reply or notification to /dev/fuse."""
-        try:
-            os.write(self.fd, data)
-        except OSError as e:
-            self._write_failed(e)
-
-    @staticmethod
-    def _write_failed(e: OSError) -> None:
-        if e.errno == errno.ENOENT:  # the request was interrupted and is gone
-            log.debug("reply to a request that is gone")
-        elif e.errno in (errno.ENODEV, errno.EBADF):
-            log.debug("reply after unmount")
-        else:
-            raise e
+        """Send a notification (poll wake-ups) to the kernel."""
+        self.transport.notify(data)
 
     def call_in_core(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on the core's thread (from any other thread), return its result."""
         return trio.from_thread.run_sync(fn, trio_token=self.token)
 
-    async def _read(self, buf: bytearray) -> int | None:
-        """One request into ``buf``; None when the filesystem is gone."""
-        while True:
-            try:
-                return os.readv(self.fd, [buf])
-            except BlockingIOError:
-                await trio.lowlevel.wait_readable(self.fd)
-            except OSError as e:
-                if e.errno == errno.ENOENT:  # interrupted before we read it
-                    continue
-                if e.errno in (errno.ENODEV, errno.EBADF):
-                    return None
-                raise
-
     async def handshake(self) -> None:
-        """Answer INIT."""
-        buf = bytearray(READ_BUFFER)
-        n = await self._read(buf)
+        """Answer INIT, and pick the transport: io_uring when asked for (or ``auto``)
+        and the kernel offers FUSE_OVER_IO_URING."""
+        buf = bytearray(self.dev.buffer_size)
+        n = await self.dev.receive(buf)
         if n is None:
             raise OSError(errno.ENODEV, "unmounted before INIT")
         req = self.conn.receive(memoryview(buf)[:n])
         if not isinstance(req, rq.Init):
             raise ProtocolError(f"expected INIT, got {req!r}")
-        self.write(self.conn.init_reply(req))
+        uring = self._uring_for(req)
+        if uring is not None:
+            self.conn.want |= FuseInitFlags.FUSE_OVER_IO_URING
+        try:
+            self.dev.write(self.conn.init_reply(req))
+            if uring is not None:
+                if not self.conn.flags & FuseInitFlags.FUSE_OVER_IO_URING:
+                    raise OSError(errno.EPROTO, "INIT did not negotiate io_uring")
+                uring.register(self._max_payload())
+        except BaseException:
+            if uring is not None:
+                uring.close()
+            raise
+        if uring is not None:
+            self.transport = uring
+            self._reply = uring.reply
+        log.info("serving %s over %s", self.mountpoint, self.transport.name)
+
+    def _uring_for(self, init: rq.Init) -> UringTransport | None:
+        """The io_uring transport, if it is wanted and possible (set up before INIT is
+        answered: afterwards the kernel waits for the ring)."""
+        if self.transport_name == "dev":
+            return None
+        a = init.arg
+        offered = a.flags | (
+            a.flags2 << 32 if a.flags & FuseInitFlags.FUSE_INIT_EXT else 0
+        )
+        why = None
+        if not offered & FuseInitFlags.FUSE_OVER_IO_URING:
+            why = uring_unavailable() or "INIT does not offer FUSE_OVER_IO_URING"
+        else:
+            try:
+                return UringTransport(self.fd, self.dev)
+            except OSError as e:
+                why = str(e)
+        if self.transport_name == "uring":
+            raise OSError(errno.EOPNOTSUPP, f"io_uring transport: {why}")
+        log.info("io_uring transport not used: %s", why)
+        return None
+
+    def _max_payload(self) -> int:
+        """The ring's max_payload_sz (fs/fuse/dev_uring.c fuse_uring_create)."""
+        max_pages = -(-self.conn.max_write // 4096)
+        return max(FUSE_MIN_READ_BUFFER, self.conn.max_write, max_pages * 4096)
 
     async def run(self, nursery: trio.Nursery) -> None:
-        """Serve until the filesystem is unmounted (or DESTROY).
+        """Serve until the filesystem is unmounted (or DESTROY)."""
+        self._nursery = nursery
+        handle = self._handle_traced if self.trace else self.handle
+        try:
+            await self.transport.run(handle)
+        finally:
+            self.transport.close()
 
-        The loop body is written out for speed: one readv per request, and the wait for
-        readability only when the read would block.
-        """
-        buf = bytearray(READ_BUFFER)
-        bufs = [buf]
-        view = memoryview(buf)
-        fd = self.fd
-        readv = os.readv
-        handle = self.handle
-        wait_readable = trio.lowlevel.wait_readable
-        streak = 0
-        while True:
-            try:
-                n = readv(fd, bufs)
-            except BlockingIOError:
-                streak = 0
-                await wait_readable(fd)
-                continue
-            except OSError as e:
-                if e.errno == errno.ENOENT:  # interrupted before we read it
-                    continue
-                if e.errno in (errno.ENODEV, errno.EBADF):
-                    return
-                raise
-            if handle(view[:n], nursery):
-                return
-            streak += 1
-            if streak >= YIELD_EVERY:
-                streak = 0
-                await trio.lowlevel.checkpoint()
-
-    def handle(self, data: memoryview, nursery: trio.Nursery) -> bool:
+    def handle(self, data: memoryview, token: int) -> bool:
         """Serve one request; True when the session is over (DESTROY)."""
-        if self.trace:
-            return self._handle_traced(data, nursery)
         try:
             req = self._receive(data)
         except ProtocolError as e:
-            log.error("unparseable message from the kernel: %s", e)
+            self._protocol_error(data, token, e)
             return False
         cls = type(req)
         if cls is rq.Interrupt:
@@ -185,26 +201,42 @@ class FuseSession:
         try:
             reply = self._dispatch(req)
         except Parked as parked:
-            nursery.start_soon(self._finish, parked)
+            self._park(parked, token)
             return False
         if reply is not None:
-            try:
-                os.write(self.fd, reply)
-            except OSError as e:
-                self._write_failed(e)
+            self._reply(token, reply)
         return cls is rq.Destroy
+
+    def _protocol_error(self, data: memoryview, token: int, e: ProtocolError) -> None:
+        """A message that does not parse: EIO to its request if the header parsed."""
+        if len(data) < FuseInHeader.SIZE:
+            log.error("unparseable message from the kernel: %s", e)
+            return
+        hdr = FuseInHeader.unpack_from(data)
+        log.error(
+            "unparseable message from the kernel (opcode %d, unique %d): %s; EIO",
+            hdr.opcode,
+            hdr.unique,
+            e,
+        )
+        bad = rq.BadRequest(hdr, None, str(e).encode(), b"")
+        self._reply(token, self.conn.reply_error(bad, errno.EIO))
+
+    def _park(self, parked: Parked, token: int) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(self._finish, parked, token)
 
     def _interrupt(self, req: rq.Interrupt) -> None:
         scope = self.inflight.get(req.arg.unique)
         if scope is not None:
             scope.cancel()
 
-    def _handle_traced(self, data: memoryview, nursery: trio.Nursery) -> bool:
+    def _handle_traced(self, data: memoryview, token: int) -> bool:
         t0 = time.perf_counter_ns()
         try:
             req = self.conn.receive(data)
         except ProtocolError as e:
-            log.error("unparseable message from the kernel: %s", e)
+            self._protocol_error(data, token, e)
             return False
         if isinstance(req, rq.Interrupt):
             self._interrupt(req)
@@ -212,14 +244,14 @@ class FuseSession:
         try:
             reply = self.dispatcher.dispatch(req)
         except Parked as parked:
-            nursery.start_soon(self._finish, parked)
+            self._park(parked, token)
             return False
         if reply is not None:
-            self.write(reply)
+            self._reply(token, reply)
         self._trace(req, reply, t0)
         return isinstance(req, rq.Destroy)
 
-    async def _finish(self, parked: Parked) -> None:
+    async def _finish(self, parked: Parked, token: int) -> None:
         """Complete a request that waits or needs fds; EINTR if interrupted."""
         req, caller = parked.req, parked.caller
         t0 = time.perf_counter_ns() if self.trace else 0
@@ -241,7 +273,7 @@ class FuseSession:
             reply = self.conn.reply_error(req, errno.EINTR)
         caller.discard_unused()
         assert reply is not None
-        self.write(reply)
+        self._reply(token, reply)
         if self.trace:
             self._trace(req, reply, t0)
 
@@ -296,9 +328,12 @@ async def serve(
     options: MountOptions | None = None,
     trace: TextIO | None = None,
     on_ready: Callable[[FuseSession], None] | None = None,
+    transport: str | None = None,
     task_status: trio.TaskStatus[FuseSession] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Mount ``tree`` at ``mountpoint`` and serve it until unmounted or cancelled.
+
+    ``transport`` is ``"dev"``, ``"uring"`` or ``"auto"`` (default: `default_transport`).
 
     Calls ``task_status.started(session)`` once INIT is answered, so
     ``await nursery.start(serve, ...)`` returns when the mount is usable. On cancellation
@@ -312,7 +347,16 @@ async def serve(
     procs = ProcessTable()
     try:
         resolver = FdResolver(mount_device_number(mountpoint))
-        session = FuseSession(tree, mountpoint, fd, conn, procs, resolver, trace)
+        session = FuseSession(
+            tree,
+            mountpoint,
+            fd,
+            conn,
+            procs,
+            resolver,
+            trace,
+            transport or default_transport(),
+        )
         async with trio.open_nursery() as nursery:
             await session.handshake()
             nursery.start_soon(_reap_exited, procs)

@@ -3,7 +3,9 @@
 A cdev fd can do nothing until VFIO_DEVICE_BIND_IOMMUFD binds it to an iommufd (every
 other ioctl, read and write: EINVAL). Binding claims the device's IOMMU group for that
 iommufd and opens the device; ATTACH / DETACH_IOMMUFD_PT move its DMA between IOASes and
-HWPTs. The group path and the cdev path exclude each other (EBUSY both ways).
+HWPTs. The group path and the cdev path exclude each other (EBUSY both ways). The
+handlers run from vfio_main.py's device-fd tables, which decode and size-check their
+structs.
 """
 
 from __future__ import annotations
@@ -12,39 +14,38 @@ import errno
 
 from ..abi import vfio as V
 from ..errors import KernelError
-from ..ioctl_table import copy_struct_from_user
+from ..ioctl_table import Ucmd
 from ..iommufd.device import (
     iommufd_device_attach,
     iommufd_device_bind,
     iommufd_device_detach,
+    iommufd_device_unbind,
 )
-from ..iommufd.main import IommufdCtx
+from ..iommufd.iommufd_private import IommufdCtx
 from ..uaccess import Caller, OurFile
-from .vfio_main import VfioDevice, VfioDeviceFile
-
-BIND_MINSZ = V.VfioDeviceBindIommufd.offsetofend("out_devid")  # 16
+from .vfio import VfioDevice, VfioDeviceFile, vfio_allocate_device_file
 
 
 def vfio_device_fops_cdev_open(
     vdev: VfioDevice, caller: Caller, flags: int
 ) -> VfioDeviceFile:
     """open(): no ownership check yet; ENODEV while the device is going away."""
-    if vdev.removing or not vdev.registered:
-        raise KernelError(errno.ENODEV, f"{vdev.name} is gone")
-    return VfioDeviceFile(vdev, cdev=True, access_granted=False)
+    return vfio_allocate_device_file(vdev, cdev=True)
 
 
-def vfio_df_ioctl_bind_iommufd(df: VfioDeviceFile, caller: Caller, arg: int) -> int:
-    raw = caller.copy_from_user(arg, 4)
-    argsz = int.from_bytes(raw, "little")
-    if argsz < BIND_MINSZ:
-        raise KernelError(errno.EINVAL, f"argsz {argsz}")
-    bind = copy_struct_from_user(caller, V.VfioDeviceBindIommufd, arg, argsz)  # E2BIG
+def vfio_df_ioctl_bind_iommufd(df: VfioDeviceFile, ucmd: Ucmd) -> int:
+    """Bind a cdev fd to an iommufd: claim the group, open the device, report devid."""
+    bind: V.VfioDeviceBindIommufd = ucmd.cmd
+    caller = ucmd.caller
     if bind.iommufd < 0 or bind.flags & ~V.VFIO_DEVICE_BIND_FLAG_TOKEN:
         raise KernelError(errno.EINVAL, "iommufd < 0 or unknown flags")
+    if not df.cdev:  # kernel: BIND_IOMMUFD only allowed for cdev fds
+        raise KernelError(errno.EINVAL, "BIND_IOMMUFD on a group-path device fd")
     vdev = df.device
-    if vdev.group.opened_file is not None:
-        raise KernelError(errno.EBUSY, f"group {vdev.group.name} is open")
+    group = vdev.group
+    assert group is not None  # registered devices have a group
+    if group.opened_file is not None:  # vfio_device_block_group()
+        raise KernelError(errno.EBUSY, f"group {group.name} is open")
     if df.idev is not None:
         raise KernelError(errno.EINVAL, "already bound")
     if bind.flags & V.VFIO_DEVICE_BIND_FLAG_TOKEN:
@@ -54,65 +55,61 @@ def vfio_df_ioctl_bind_iommufd(df: VfioDeviceFile, caller: Caller, arg: int) -> 
         raise KernelError(errno.EBADFD, f"fd {bind.iommufd} is not an iommufd")
     if vdev.open_count:
         raise KernelError(errno.EINVAL, "device already open through another fd")
-    ictx = ref.handle
-    idev = iommufd_device_bind(ictx, vdev.iommu_group, vdev.dev)  # EPERM / EBUSY
+    idev = iommufd_device_bind(ref.handle, vdev.iommu_group, vdev.dev)  # EPERM/EBUSY
     try:
         vdev.open()
     except KernelError:
-        from ..iommufd.device import iommufd_device_unbind
-
         iommufd_device_unbind(idev)
         raise
     df.idev = idev
-    vdev.group.cdev_bound += 1
-    caller.copy_to_user(arg + 12, idev.id.to_bytes(4, "little"))
+    group.cdev_bound += 1
+    ucmd.copy_to(
+        V.VfioDeviceBindIommufd.offsetof("out_devid"), idev.id.to_bytes(4, "little")
+    )
     df.access_granted = True
     return 0
 
 
-def vfio_df_ioctl_attach_pt(df: VfioDeviceFile, caller: Caller, arg: int) -> int:
-    minsz = V.VfioDeviceAttachIommufdPt.offsetofend("pt_id")
-    raw = caller.copy_from_user(arg, minsz)
-    at = V.VfioDeviceAttachIommufdPt.unpack_from(raw + bytes(4))
-    if at.argsz < minsz or at.flags & ~V.VFIO_DEVICE_ATTACH_PASID:
-        raise KernelError(errno.EINVAL, "argsz or flags")
-    assert df.idev is not None
-    pasid = _pasid(df, caller, arg, at.argsz, at.flags)
+def vfio_df_ioctl_attach_pt(df: VfioDeviceFile, ucmd: Ucmd) -> int:
+    """Attach the device's DMA (or one PASID of it) to an IOAS or HWPT; ``pt_id``
+    returns the HWPT used."""
+    at: V.VfioDeviceAttachIommufdPt = ucmd.cmd
+    pasid = _pasid(df, ucmd, at.flags, V.VfioDeviceAttachIommufdPt)
+    assert df.idev is not None  # access_granted: bound
     pt_id = iommufd_device_attach(df.idev, at.pt_id, pasid)
-    caller.copy_to_user(arg + 8, pt_id.to_bytes(4, "little"))
+    ucmd.copy_to(
+        V.VfioDeviceAttachIommufdPt.offsetof("pt_id"), pt_id.to_bytes(4, "little")
+    )
     return 0
 
 
-def vfio_df_ioctl_detach_pt(df: VfioDeviceFile, caller: Caller, arg: int) -> int:
-    minsz = V.VfioDeviceDetachIommufdPt.offsetofend("flags")
-    raw = caller.copy_from_user(arg, minsz)
-    argsz, flags = int.from_bytes(raw[:4], "little"), int.from_bytes(raw[4:8], "little")
-    if argsz < minsz or flags & ~V.VFIO_DEVICE_ATTACH_PASID:
-        raise KernelError(errno.EINVAL, "argsz or flags")
-    assert df.idev is not None
-    iommufd_device_detach(df.idev, _pasid(df, caller, arg, argsz, flags, detach=True))
+def vfio_df_ioctl_detach_pt(df: VfioDeviceFile, ucmd: Ucmd) -> int:
+    """Back to blocked DMA (for the whole device, or one PASID)."""
+    dt: V.VfioDeviceDetachIommufdPt = ucmd.cmd
+    pasid = _pasid(df, ucmd, dt.flags, V.VfioDeviceDetachIommufdPt)
+    assert df.idev is not None  # access_granted: bound
+    iommufd_device_detach(df.idev, pasid)
     return 0
 
 
 def _pasid(
     df: VfioDeviceFile,
-    caller: Caller,
-    arg: int,
-    argsz: int,
+    ucmd: Ucmd,
     flags: int,
-    *,
-    detach: bool = False,
+    st: type[V.VfioDeviceAttachIommufdPt | V.VfioDeviceDetachIommufdPt],
 ) -> int:
-    """The PASID of an ATTACH/DETACH_IOMMUFD_PT with VFIO_DEVICE_ATTACH_PASID (0
-    without): EOPNOTSUPP for a device without PASIDs (its ``pasid`` topology key),
-    EINVAL for an argsz that does not reach ``pasid``."""
+    """The PASID of an ATTACH/DETACH_IOMMUFD_PT, IOMMU_NO_PASID (0) without the PASID
+    flag: EINVAL for unknown flags, EOPNOTSUPP for a device without PASIDs (its
+    ``pasid`` topology key), EINVAL for an argsz that does not reach ``pasid`` (the
+    ``xend`` the kernel copies only when the flag asks)."""
+    if flags & ~V.VFIO_DEVICE_ATTACH_PASID:
+        raise KernelError(errno.EINVAL, "unknown flags")
     if not flags & V.VFIO_DEVICE_ATTACH_PASID:
         return 0
     assert df.idev is not None
     if not df.idev.driver.max_pasid_log2(df.device.dev):
         raise KernelError(errno.EOPNOTSUPP, "the device has no PASID capability")
-    st = V.VfioDeviceDetachIommufdPt if detach else V.VfioDeviceAttachIommufdPt
-    end = st.offsetofend("pasid")
-    if argsz < end:
-        raise KernelError(errno.EINVAL, f"argsz {argsz} does not reach pasid")
-    return int.from_bytes(caller.copy_from_user(arg + end - 4, 4), "little")
+    at = st.offsetof("pasid")
+    if ucmd.argsz < at + 4:
+        raise KernelError(errno.EINVAL, f"argsz {ucmd.argsz} does not reach pasid")
+    return int.from_bytes(ucmd.caller.copy_from_user(ucmd.arg + at, 4), "little")

@@ -4,27 +4,26 @@ One `IommuDomain` per container holds every attached group, so device DMA transl
 through its page table. Like the kernel's rb-tree of ``vfio_dma``, the backend keeps one
 record per MAP_DMA call (a 1 GiB map is one record, not 262,144); the page table holds the
 translation. Every check of MAP_DMA and UNMAP_DMA comes in the kernel's order with its
-errno (vfio-abi.md §3.6); pages are charged to the mapping process's RLIMIT_MEMLOCK.
+errno; pages are charged to the mapping process's RLIMIT_MEMLOCK.
 """
 
 from __future__ import annotations
 
 import bisect
 import errno
-import logging
-from typing import Any
 
 import attrs
 
 from ..abi import vfio as V
+from ..abi._cstruct import CStruct
 from ..errors import KernelError
-from ..ioctl_table import ArgKind, IoctlOp, IoctlTable, Ucmd
+from ..ioctl_table import ArgKind, IoctlOp, IoctlTable, Ucmd, vfio_info_cap_chain
 from ..iommu.domain import IommuDomain
+from ..iommu.iova import iova_holes, iova_overlaps
 from ..iommu.pagetable import IOMMU_READ, IOMMU_WRITE
-from ..uaccess import CAP_IPC_LOCK, AddressSpace, Caller
-from .vfio_main import VfioCore
+from ..uaccess import CAP_IPC_LOCK, AddressSpace, Caller, account_locked_vm
+from .vfio import VfioGroup, VfioOptions
 
-log = logging.getLogger("vfiofs.type1")
 U64_MAX = (1 << 64) - 1
 DIRTY_BITMAP_SIZE_MAX = 256 << 20  # bytes (vfio_iommu_type1.c)
 
@@ -38,28 +37,33 @@ class VfioDma:
     vaddr: int
     prot: int
     mm: AddressSpace
+    lock_cap: bool  # the mapper had CAP_IPC_LOCK: RLIMIT_MEMLOCK does not apply
     vaddr_invalid: bool = False
 
     @property
     def end(self) -> int:
         return self.iova + self.size
 
+    @property
+    def last(self) -> int:
+        return self.iova + self.size - 1
+
 
 @attrs.define(eq=False)
 class VfioIommuType1:
     """``struct vfio_iommu``: the type1 backend of one container."""
 
-    core: VfioCore
+    options: VfioOptions
     v2: bool = True
     domain: IommuDomain = attrs.field(init=False)
-    groups: list[Any] = attrs.Factory(list)
+    groups: list[VfioGroup] = attrs.Factory(list)
     dmas: list[VfioDma] = attrs.Factory(list)  # sorted by iova
     dma_avail: int = attrs.field(init=False)
     dirty_tracking: bool = False
 
     def __attrs_post_init__(self) -> None:
-        self.domain = IommuDomain(self.core.options.address_width)
-        self.dma_avail = self.core.options.dma_entry_limit
+        self.domain = IommuDomain(self.options.address_width)
+        self.dma_avail = self.options.dma_entry_limit
 
     @property
     def pgsize_bitmap(self) -> int:
@@ -68,14 +72,6 @@ class VfioIommuType1:
     @property
     def pgsize(self) -> int:
         return self.pgsize_bitmap & -self.pgsize_bitmap
-
-    @staticmethod
-    def supports(ext: int) -> int:
-        return (
-            1
-            if ext in (V.VFIO_TYPE1_IOMMU, V.VFIO_TYPE1v2_IOMMU, V.VFIO_UNMAP_ALL)
-            else 0
-        )
 
     def check_extension(self, ext: int) -> int:
         if ext in (
@@ -93,58 +89,38 @@ class VfioIommuType1:
         return IOCTLS.name(cmd)
 
     def ioctl(self, caller: Caller, cmd: int, arg: int) -> int:
-        if cmd == V.VFIO_CHECK_EXTENSION:
-            return self.check_extension(arg)
         return IOCTLS.dispatch(self, caller, cmd, arg)
 
     # --- IOVA ranges -------------------------------------------------------------------
 
     def iova_ranges(self) -> list[tuple[int, int]]:
         """Valid IOVA ranges: the aperture minus every group's reserved regions."""
-        ranges = [(self.domain.aperture_start, self.domain.aperture_end)]
-        for g in self.groups:
-            for start, last, kind in g.iommu_group.reserved_regions:
-                if kind == "direct-relaxable":
-                    continue
-                out = []
-                for lo, hi in ranges:
-                    if last < lo or start > hi:
-                        out.append((lo, hi))
-                        continue
-                    if lo < start:
-                        out.append((lo, start - 1))
-                    if last < hi:
-                        out.append((last + 1, hi))
-                ranges = out
-        return ranges
+        reserved = [r for g in self.groups for r in g.iommu_group.iova_reserved()]
+        return iova_holes(
+            self.domain.aperture_start, self.domain.aperture_end, reserved
+        )
 
     def _overlapping(self, iova: int, end: int) -> list[VfioDma]:
-        i = bisect.bisect_left(self.dmas, iova, key=lambda d: d.end)
-        # the first record ending after iova; walk while records start before end
-        out = []
-        while i < len(self.dmas) and self.dmas[i].iova < end:
-            if self.dmas[i].end > iova:
-                out.append(self.dmas[i])
-            i += 1
-        return out
+        """The mappings that meet ``[iova, end)`` (``vfio_find_dma``)."""
+        return iova_overlaps(self.dmas, iova, end - 1)
 
     # --- groups ------------------------------------------------------------------------
 
-    def attach_group(self, group: Any) -> None:
-        """``vfio_iommu_type1_attach_group`` (§3.6.6)."""
+    def attach_group(self, group: VfioGroup) -> None:
+        """``vfio_iommu_type1_attach_group``."""
         if any(d.vaddr_invalid for d in self.dmas):
             raise KernelError(errno.EBUSY, "a vaddr is invalidated")
         if group in self.groups:
             raise KernelError(errno.EINVAL, "group already attached")
-        for start, last, kind in group.iommu_group.reserved_regions:
-            if kind != "direct-relaxable" and self._overlapping(start, last + 1):
+        for start, last in group.iommu_group.iova_reserved():
+            if self._overlapping(start, last + 1):
                 raise KernelError(
                     errno.EINVAL, "reserved region overlaps an existing mapping"
                 )
         self.groups.append(group)
         group.iommu_group.attach_domain(self.domain)
 
-    def detach_group(self, group: Any) -> None:
+    def detach_group(self, group: VfioGroup) -> None:
         if group in self.groups:
             self.groups.remove(group)
             group.iommu_group.attach_domain(None)
@@ -158,29 +134,15 @@ class VfioIommuType1:
 
     def _remove(self, dma: VfioDma) -> None:
         self.domain.unmap(dma.iova, dma.size)
-        dma.mm.locked_vm -= dma.size
+        account_locked_vm(dma.mm, dma.size, inc=False)
         self.dmas.remove(dma)
         self.dma_avail += 1
-
-
-def _caps_chain(caps: list[Any], base: int) -> bytes:
-    """Lay capabilities out back to back after the fixed struct (vfio_info_add_capability)."""
-    out = bytearray()
-    offsets = []
-    for cap in caps:
-        offsets.append(base + len(out))
-        out += cap.pack() if not isinstance(cap, bytes) else cap
-    for i, off in enumerate(offsets):
-        nxt = offsets[i + 1] if i + 1 < len(offsets) else 0
-        rel = off - base
-        out[rel + 4 : rel + 8] = nxt.to_bytes(4, "little")
-    return bytes(out)
 
 
 def vfio_iommu_type1_get_info(it: VfioIommuType1, ucmd: Ucmd) -> int:
     info = ucmd.cmd
     ranges = it.iova_ranges()
-    caps: list[Any] = [
+    caps: list[CStruct | bytes] = [
         V.VfioIommuType1InfoCapMigration(
             flags=1,
             pgsize_bitmap=it.pgsize_bitmap,
@@ -189,11 +151,9 @@ def vfio_iommu_type1_get_info(it: VfioIommuType1, ucmd: Ucmd) -> int:
         V.VfioIommuType1InfoDmaAvail(avail=it.dma_avail),
     ]
     if ranges:
-        iova = V.VfioIommuType1InfoCapIovaRange(nr_iovas=len(ranges)).pack()
-        iova += b"".join(V.VfioIovaRange(lo, hi).pack() for lo, hi in ranges)
-        caps.append(iova)
+        caps.append(V.vfio_iova_range_cap(ranges))
     base = V.VfioIommuType1Info.SIZE
-    chain = _caps_chain(caps, base)
+    chain = vfio_info_cap_chain(caps, base)
     flags = V.VFIO_IOMMU_INFO_PGSIZES | V.VFIO_IOMMU_INFO_CAPS
     argsz, cap_offset = info.argsz, 0
     if argsz < base + len(chain):
@@ -201,9 +161,8 @@ def vfio_iommu_type1_get_info(it: VfioIommuType1, ucmd: Ucmd) -> int:
     else:
         cap_offset = base
         ucmd.copy_to(base, chain)
-    out = V.VfioIommuType1Info(argsz, flags, it.pgsize_bitmap, cap_offset, 0)
-    # cap_offset exists only for callers whose argsz covers it (minsz is 16)
-    ucmd.caller.copy_to_user(ucmd.arg, out.pack()[: base if info.argsz >= base else 16])
+    # min(argsz, sizeof(info)) bytes go back: cap_offset only to callers that have it
+    ucmd.respond(V.VfioIommuType1Info(argsz, flags, it.pgsize_bitmap, cap_offset, 0))
     return 0
 
 
@@ -241,11 +200,10 @@ def vfio_dma_do_map(it: VfioIommuType1, ucmd: Ucmd) -> int:
         ):
             raise KernelError(errno.EINVAL, "VADDR must match one invalidated mapping")
         caller.mm.check_range(vaddr, size, write=bool(dma.prot & IOMMU_WRITE))
+        vfio_change_dma_owner(dma, caller)
         it.domain.unmap(iova, size)
         it.domain.map(iova, size, caller.mm, vaddr, dma.prot)
-        dma.mm.locked_vm -= size
-        caller.mm.locked_vm += size
-        dma.vaddr, dma.mm, dma.vaddr_invalid = vaddr, caller.mm, False
+        dma.vaddr, dma.vaddr_invalid = vaddr, False
         return 0
     if it._overlapping(iova, end):
         raise KernelError(errno.EEXIST, f"{iova:#x}+{size:#x} overlaps a mapping")
@@ -262,16 +220,25 @@ def vfio_dma_do_map(it: VfioIommuType1, ucmd: Ucmd) -> int:
     mm = caller.mm
     # pinning: the pages must be mapped in the caller (EFAULT) and fit RLIMIT_MEMLOCK
     mm.check_range(vaddr, size, write=bool(prot & IOMMU_WRITE))
-    limit = mm.memlock_limit()
-    if limit >= 0 and mm.locked_vm + size > limit and not caller.capable(CAP_IPC_LOCK):
-        log.warning("RLIMIT_MEMLOCK (%d) exceeded by process %d", limit, mm.tgid)
-        raise KernelError(errno.ENOMEM, "RLIMIT_MEMLOCK exceeded")
+    lock_cap = caller.capable(CAP_IPC_LOCK)
+    account_locked_vm(mm, size, bypass_rlim=lock_cap)  # vfio_lock_acct(): ENOMEM
     it.domain.map(iova, size, mm, vaddr, prot)
-    mm.locked_vm += size
-    dma = VfioDma(iova, size, vaddr, prot, mm)
+    dma = VfioDma(iova, size, vaddr, prot, mm, lock_cap)
     bisect.insort(it.dmas, dma, key=lambda d: d.iova)
     it.dma_avail -= 1
     return 0
+
+
+def vfio_change_dma_owner(dma: VfioDma, caller: Caller) -> None:
+    """VADDR from another process moves the charge: the new owner is charged under its
+    own limit and capability first (ENOMEM leaves the mapping as it was), then the old
+    one is credited (vfio_iommu_type1.c)."""
+    if caller.mm is dma.mm:
+        return
+    lock_cap = caller.capable(CAP_IPC_LOCK)
+    account_locked_vm(caller.mm, dma.size, bypass_rlim=lock_cap)
+    account_locked_vm(dma.mm, dma.size, inc=False)
+    dma.mm, dma.lock_cap = caller.mm, lock_cap
 
 
 def vfio_dma_do_unmap(it: VfioIommuType1, ucmd: Ucmd) -> int:
@@ -364,7 +331,10 @@ def vfio_iommu_type1_dirty_pages(it: VfioIommuType1, ucmd: Ucmd) -> int:
         < V.VfioIommuType1DirtyBitmap.SIZE + V.VfioIommuType1DirtyBitmapGet.SIZE
     ):
         raise KernelError(errno.EINVAL, "argsz too small for the range")
-    raw = ucmd.caller.copy_from_user(ucmd.arg + 8, V.VfioIommuType1DirtyBitmapGet.SIZE)
+    # data[] follows the header: the range to report
+    raw = ucmd.caller.copy_from_user(
+        ucmd.arg + V.VfioIommuType1DirtyBitmap.SIZE, V.VfioIommuType1DirtyBitmapGet.SIZE
+    )
     rng = V.VfioIommuType1DirtyBitmapGet.unpack_from(raw)
     bitmap = V.VfioBitmap.unpack_from(rng.bitmap)
     pg = it.pgsize
@@ -447,3 +417,29 @@ IOCTLS: IoctlTable[VfioIommuType1] = IoctlTable(
         ),
     ]
 )
+
+
+@attrs.frozen
+class VfioIommuType1Ops:
+    """``vfio_iommu_driver_ops_type1``: what a container asks before it has a backend."""
+
+    noiommu: bool = False
+
+    def check_extension(self, ext: int) -> int:
+        """Without a container's state: the types and UNMAP_ALL (DMA_CC_IOMMU and
+        UPDATE_VADDR need one)."""
+        types = (V.VFIO_TYPE1_IOMMU, V.VFIO_TYPE1v2_IOMMU, V.VFIO_UNMAP_ALL)
+        return 1 if ext in types else 0
+
+    def open(
+        self, arg: int, caller: Caller, options: VfioOptions
+    ) -> VfioIommuType1 | None:
+        """``vfio_iommu_type1_open``: type1 (v1) or v2; the retired nesting type is v2."""
+        if arg == V.VFIO_TYPE1_IOMMU:
+            return VfioIommuType1(options, v2=False)
+        if arg in (V.VFIO_TYPE1v2_IOMMU, V.VFIO_TYPE1_NESTING_IOMMU):
+            return VfioIommuType1(options, v2=True)
+        return None
+
+
+VFIO_IOMMU_TYPE1_OPS = VfioIommuType1Ops()

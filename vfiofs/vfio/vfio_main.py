@@ -1,228 +1,198 @@
-"""Mirror of drivers/vfio/vfio_main.c: the device registry and the device file.
+"""Mirror of drivers/vfio/vfio_main.c: the device registry and the device-fd ioctls.
 
 `VfioCore` is the vfio module's state: registered devices, their groups, the cdev index
-allocator and the Kconfig switches (`VfioOptions`). Registering a device creates its group
-interface and, unless the device is noiommu or cdev support is off, its cdev index
-(``__vfio_register_dev``). The fs layer follows hot-plug through ``listeners``.
-`VfioDeviceFile` is an open device fd (``struct vfio_device_file``): it dispatches in the
-kernel's order and forwards to the bus driver's ops (vfio-pci).
+allocator, the registered IOMMU backends and the Kconfig switches (`VfioOptions`).
+Registering a device creates its group and, unless the device is noiommu or cdev
+support is off, its cdev index (``__vfio_register_dev``). The fs layer follows
+hot-plug through ``listeners``.
+
+A device fd's ioctls (``vfio_device_fops_unl_ioctl``) go through tables in the kernel's
+order: BIND_IOMMUFD first, then nothing without access, then the cdev-only commands,
+then the core's (VFIO_DEVICE_FEATURE), then the bus driver's own table.
 """
 
 from __future__ import annotations
 
 import errno
-import logging
-from typing import Any, Protocol
+import functools
+from collections.abc import Callable
 
 import attrs
 
 from ..abi import vfio as V
 from ..errors import KernelError
-from ..iommu.group import IommuGroup
+from ..idr import ida_alloc_min
+from ..ioctl_table import ArgKind, FileOperations, IoctlOp, IoctlTable, Ucmd
 from ..uaccess import Caller
+from .container import VFIO_NOIOMMU_OPS, vfio_fops_open
+from .device_cdev import (
+    vfio_df_ioctl_attach_pt,
+    vfio_df_ioctl_bind_iommufd,
+    vfio_df_ioctl_detach_pt,
+)
+from .group import VFIO_GROUP_FOPS
+from .vfio import (
+    VfioContainer,
+    VfioDevice,
+    VfioDeviceFile,
+    VfioGroup,
+    VfioIommuDriverOps,
+    VfioListener,
+    VfioOptions,
+)
+from .vfio_iommu_type1 import VFIO_IOMMU_TYPE1_OPS
 
-log = logging.getLogger("vfiofs.vfio")
+# --- VFIO_DEVICE_FEATURE -----------------------------------------------------------------
+
+FeatureHandler = Callable[[VfioDeviceFile, Caller, int, int, int], int]
+"""``handler(df, caller, flags, data, data_size)``: one feature, given the feature's
+``flags`` and where its ``data[]`` is (``arg->data``, ``argsz - minsz`` bytes)."""
 
 
 @attrs.frozen
-class VfioOptions:
-    """The kernel's Kconfig switches and module parameters."""
+class DeviceFeature:
+    """One entry of ``vfio_ioctl_device_feature``'s switch on the feature index."""
 
-    device_cdev: bool = True
-    container: bool = True
-    noiommu: bool = True
-    iommufd: bool = True
-    dma_entry_limit: int = 65535
-    address_width: int = 48
-
-
-class VfioDeviceOps(Protocol):
-    """The bus driver's ``struct vfio_device_ops`` (vfio-pci implements it)."""
-
-    def open_device(self, vdev: VfioDevice) -> None: ...
-    def close_device(self, vdev: VfioDevice) -> None: ...
-    def ioctl(self, df: VfioDeviceFile, caller: Caller, cmd: int, arg: int) -> int: ...
-    def read(
-        self, df: VfioDeviceFile, caller: Caller, offset: int, size: int
-    ) -> bytes: ...
-    def write(
-        self, df: VfioDeviceFile, caller: Caller, offset: int, data: bytes
-    ) -> int: ...
-    def match(self, name: str) -> bool: ...
-    def ioctl_name(self, cmd: int) -> str | None: ...
-
-
-class VfioListener(Protocol):
-    def group_added(self, group: Any) -> None: ...
-    def group_removed(self, group: Any) -> None: ...
-    def device_added(self, vdev: VfioDevice) -> None: ...
-    def device_removed(self, vdev: VfioDevice) -> None: ...
-
-
-@attrs.define(eq=False)
-class VfioDevice:
-    """A registered vfio device (``struct vfio_device``)."""
-
+    index: int
     name: str
-    ops: VfioDeviceOps
-    dev: Any  # the PciDevice
-    iommu_group: IommuGroup
-    group: Any = None  # VfioGroup, set at registration
-    index: int | None = None  # the cdev minor (vfioX), None without a cdev
-    open_count: int = 0
-    registered: bool = False
-    removing: bool = False
-
-    @property
-    def noiommu(self) -> bool:
-        return self.iommu_group.noiommu
-
-    def open(self) -> None:
-        """``vfio_df_open``: the driver's open_device runs on the first open only."""
-        if self.removing:
-            raise KernelError(errno.ENODEV, f"{self.name} is being removed")
-        if self.open_count == 0:
-            self.ops.open_device(self)
-        self.open_count += 1
-
-    def close(self) -> None:
-        self.open_count -= 1
-        if self.open_count == 0:
-            self.ops.close_device(self)
-            if self.removing and self.group is not None:
-                self.group.core._finish_unregister(self)
+    handler: FeatureHandler
 
 
-@attrs.define(eq=False)
-class VfioDeviceFile:
-    """An open device fd (``struct vfio_device_file``)."""
+# The features the devices support, by index. None yet: every index is answered as
+# vfio-pci's vfio_pci_core_ioctl_feature() answers one it does not know.
+FEATURES: dict[int, DeviceFeature] = {}
 
-    device: VfioDevice
-    group_file: Any = None  # the VfioGroupFile for the group path
-    cdev: bool = False  # opened from /dev/vfio/devices/vfioX
-    access_granted: bool = True
-    closed: bool = False
-    idev: Any = (
-        None  # the iommufd DEVICE this fd is bound to (cdev, or group + iommufd)
-    )
-
-    def ioctl_name(self, cmd: int) -> str | None:
-        names = {
-            V.VFIO_DEVICE_BIND_IOMMUFD: "VFIO_DEVICE_BIND_IOMMUFD",
-            V.VFIO_DEVICE_ATTACH_IOMMUFD_PT: "VFIO_DEVICE_ATTACH_IOMMUFD_PT",
-            V.VFIO_DEVICE_DETACH_IOMMUFD_PT: "VFIO_DEVICE_DETACH_IOMMUFD_PT",
-            V.VFIO_DEVICE_FEATURE: "VFIO_DEVICE_FEATURE",
-        }
-        return names.get(cmd) or self.device.ops.ioctl_name(cmd)
-
-    def _check(self) -> None:
-        if self.closed or self.device.removing:
-            raise KernelError(errno.ENODEV, f"{self.device.name} is gone")
-
-    def ioctl(self, caller: Caller, cmd: int, arg: int) -> int:
-        """``vfio_device_fops_unl_ioctl``: BIND first, then access, then core, then driver."""
-        self._check()
-        if cmd == V.VFIO_DEVICE_BIND_IOMMUFD:
-            if not self.cdev:  # kernel: only cdev fds may bind
-                raise KernelError(
-                    errno.EINVAL, "BIND_IOMMUFD on a group-path device fd"
-                )
-            from .device_cdev import vfio_df_ioctl_bind_iommufd
-
-            return vfio_df_ioctl_bind_iommufd(self, caller, arg)
-        if not self.access_granted:
-            raise KernelError(errno.EINVAL, "device fd not bound to an iommufd")
-        if self.cdev and cmd in (
-            V.VFIO_DEVICE_ATTACH_IOMMUFD_PT,
-            V.VFIO_DEVICE_DETACH_IOMMUFD_PT,
-        ):
-            from .device_cdev import vfio_df_ioctl_attach_pt, vfio_df_ioctl_detach_pt
-
-            if cmd == V.VFIO_DEVICE_ATTACH_IOMMUFD_PT:
-                return vfio_df_ioctl_attach_pt(self, caller, arg)
-            return vfio_df_ioctl_detach_pt(self, caller, arg)
-        if cmd == V.VFIO_DEVICE_FEATURE:
-            return vfio_ioctl_device_feature(self, caller, arg)
-        return self.device.ops.ioctl(self, caller, cmd, arg)
-
-    def read(self, caller: Caller, offset: int, size: int) -> bytes:
-        self._check()
-        if not self.access_granted:
-            raise KernelError(errno.EINVAL)
-        return self.device.ops.read(self, caller, offset, size)
-
-    def write(self, caller: Caller, offset: int, data: bytes) -> int:
-        self._check()
-        if not self.access_granted:
-            raise KernelError(errno.EINVAL)
-        return self.device.ops.write(self, caller, offset, data)
-
-    def release(self) -> None:
-        """The last close: close the device (vfio-pci resets it), drop the group ref."""
-        if self.closed:
-            return
-        self.closed = True
-        if self.cdev and not self.access_granted:
-            return  # never bound: nothing was opened
-        self.device.close()
-        if self.idev is not None:
-            from ..iommufd.device import iommufd_device_unbind
-
-            iommufd_device_unbind(self.idev)
-            self.idev = None
-            if self.cdev:
-                self.device.group.cdev_bound -= 1
-        if self.group_file is not None:
-            self.group_file.put()
+FEATURE_FLAGS = (
+    V.VFIO_DEVICE_FEATURE_MASK
+    | V.VFIO_DEVICE_FEATURE_GET
+    | V.VFIO_DEVICE_FEATURE_SET
+    | V.VFIO_DEVICE_FEATURE_PROBE
+)
 
 
-def vfio_ioctl_device_feature(df: VfioDeviceFile, caller: Caller, arg: int) -> int:
-    """VFIO_DEVICE_FEATURE: argsz/flags checks; vfio-pci here supports no feature."""
-    minsz = V.VfioDeviceFeature.SIZE
-    raw = caller.copy_from_user(arg, minsz)
-    feature = V.VfioDeviceFeature.unpack_from(raw)
-    if feature.argsz < minsz:
-        raise KernelError(errno.EINVAL, "argsz")
-    known = (
-        V.VFIO_DEVICE_FEATURE_MASK
-        | V.VFIO_DEVICE_FEATURE_GET
-        | V.VFIO_DEVICE_FEATURE_SET
-        | V.VFIO_DEVICE_FEATURE_PROBE
-    )
-    if feature.flags & ~known:
+def vfio_ioctl_device_feature(df: VfioDeviceFile, ucmd: Ucmd) -> int:
+    """VFIO_DEVICE_FEATURE: the flag checks, then the feature named by its index."""
+    feature: V.VfioDeviceFeature = ucmd.cmd
+    flags = feature.flags
+    if flags & ~FEATURE_FLAGS:
         raise KernelError(errno.EINVAL, "unknown feature flags")
-    if not feature.flags & V.VFIO_DEVICE_FEATURE_PROBE and (
-        feature.flags & (V.VFIO_DEVICE_FEATURE_GET | V.VFIO_DEVICE_FEATURE_SET)
-        == (V.VFIO_DEVICE_FEATURE_GET | V.VFIO_DEVICE_FEATURE_SET)
-    ):
+    get_set = V.VFIO_DEVICE_FEATURE_GET | V.VFIO_DEVICE_FEATURE_SET
+    if not flags & V.VFIO_DEVICE_FEATURE_PROBE and flags & get_set == get_set:
         raise KernelError(errno.EINVAL, "GET and SET together without PROBE")
-    raise KernelError(
-        errno.ENOTTY,
-        f"feature {feature.flags & V.VFIO_DEVICE_FEATURE_MASK} not supported",
-    )
+    entry = FEATURES.get(flags & V.VFIO_DEVICE_FEATURE_MASK)
+    if entry is None:
+        raise KernelError(
+            errno.ENOTTY, f"feature {flags & V.VFIO_DEVICE_FEATURE_MASK} not supported"
+        )
+    minsz = V.VfioDeviceFeature.SIZE
+    return entry.handler(df, ucmd.caller, flags, ucmd.arg + minsz, ucmd.argsz - minsz)
+
+
+# --- the device fd -------------------------------------------------------------------------
+
+BIND_IOCTLS: IoctlTable[VfioDeviceFile] = IoctlTable(
+    [
+        IoctlOp(
+            V.VFIO_DEVICE_BIND_IOMMUFD,
+            "VFIO_DEVICE_BIND_IOMMUFD",
+            vfio_df_ioctl_bind_iommufd,
+            ArgKind.SIZE,  # get_user(argsz) + copy_struct_from_user (E2BIG)
+            V.VfioDeviceBindIommufd,
+            "out_devid",
+        ),
+    ]
+)
+
+CDEV_IOCTLS: IoctlTable[VfioDeviceFile] = IoctlTable(
+    [
+        IoctlOp(
+            V.VFIO_DEVICE_ATTACH_IOMMUFD_PT,
+            "VFIO_DEVICE_ATTACH_IOMMUFD_PT",
+            vfio_df_ioctl_attach_pt,
+            ArgKind.ARGSZ,
+            V.VfioDeviceAttachIommufdPt,
+            "pt_id",
+        ),
+        IoctlOp(
+            V.VFIO_DEVICE_DETACH_IOMMUFD_PT,
+            "VFIO_DEVICE_DETACH_IOMMUFD_PT",
+            vfio_df_ioctl_detach_pt,
+            ArgKind.ARGSZ,
+            V.VfioDeviceDetachIommufdPt,
+            "flags",
+        ),
+    ]
+)
+
+DEVICE_IOCTLS: IoctlTable[VfioDeviceFile] = IoctlTable(
+    [
+        IoctlOp(
+            V.VFIO_DEVICE_FEATURE,
+            "VFIO_DEVICE_FEATURE",
+            vfio_ioctl_device_feature,
+            ArgKind.ARGSZ,
+            V.VfioDeviceFeature,
+            "flags",
+        ),
+    ]
+)
+
+
+def vfio_device_fops_unl_ioctl(
+    df: VfioDeviceFile, caller: Caller, cmd: int, arg: int
+) -> int:
+    """BIND first (any fd: the handler refuses group fds), then access, then the
+    cdev-only commands, then the core's, then the bus driver (vfio-pci)."""
+    op = BIND_IOCTLS.ops.get(cmd)
+    if op is not None:
+        return BIND_IOCTLS.call(op, df, caller, arg)
+    if not df.access_granted:
+        raise KernelError(errno.EINVAL, "device fd not bound to an iommufd")
+    if df.cdev:
+        op = CDEV_IOCTLS.ops.get(cmd)
+        if op is not None:
+            return CDEV_IOCTLS.call(op, df, caller, arg)
+    op = DEVICE_IOCTLS.ops.get(cmd)
+    if op is not None:
+        return DEVICE_IOCTLS.call(op, df, caller, arg)
+    return df.device.ops.ioctl(df, caller, cmd, arg)
+
+
+def vfio_device_fops_ioctl_name(df: VfioDeviceFile, cmd: int) -> str | None:
+    for table in (BIND_IOCTLS, CDEV_IOCTLS, DEVICE_IOCTLS):
+        name = table.name(cmd)
+        if name is not None:
+            return name
+    return df.device.ops.ioctl_name(cmd)
+
+
+VFIO_DEVICE_FOPS: FileOperations[VfioDeviceFile] = FileOperations(
+    vfio_device_fops_unl_ioctl, vfio_device_fops_ioctl_name
+)
+
+
+# --- the registry ---------------------------------------------------------------------------
+
+
+def _iommu_drivers() -> list[VfioIommuDriverOps]:
+    # vfio_register_iommu_driver() adds at the head: type1 (loaded later) comes first
+    return [VFIO_IOMMU_TYPE1_OPS, VFIO_NOIOMMU_OPS]
 
 
 @attrs.define(eq=False)
 class VfioCore:
-    """The vfio module: registered devices, groups, the cdev ida and the options."""
+    """The vfio module: registered devices, groups, the cdev ida, the IOMMU backends
+    and the options."""
 
-    options: VfioOptions = VfioOptions()
-    groups: dict[int, Any] = attrs.Factory(dict)  # iommu group id -> VfioGroup
+    options: VfioOptions = attrs.Factory(VfioOptions)
+    groups: dict[int, VfioGroup] = attrs.Factory(dict)  # iommu group id -> group
     devices: dict[str, VfioDevice] = attrs.Factory(dict)
     listeners: list[VfioListener] = attrs.Factory(list)
+    iommu_drivers: list[VfioIommuDriverOps] = attrs.Factory(_iommu_drivers)
     _cdev_ida: set[int] = attrs.Factory(set)
-
-    def _ida_alloc(self) -> int:
-        i = 0
-        while i in self._cdev_ida:
-            i += 1
-        self._cdev_ida.add(i)
-        return i
 
     def register_device(self, vdev: VfioDevice) -> None:
         """``__vfio_register_dev``: group interface, then (maybe) the cdev."""
-        from .group import VfioGroup
-
         if vdev.name in self.devices:
             raise KernelError(errno.EEXIST, f"{vdev.name} is already registered")
         if vdev.noiommu and not self.options.noiommu:
@@ -232,14 +202,16 @@ class VfioCore:
         group = self.groups.get(vdev.iommu_group.id)
         new_group = group is None
         if group is None:
-            group = VfioGroup(self, vdev.iommu_group)
+            group = VfioGroup(vdev.iommu_group, VFIO_GROUP_FOPS)
             self.groups[vdev.iommu_group.id] = group
         vdev.group = group
+        vdev.fops = VFIO_DEVICE_FOPS
         group.devices.append(vdev)
-        if vdev.dev is not None and vdev.dev not in vdev.iommu_group.devices:
+        if vdev.dev not in vdev.iommu_group.devices:
             vdev.iommu_group.devices.append(vdev.dev)
         if self.options.device_cdev and self.options.iommufd and not vdev.noiommu:
-            vdev.index = self._ida_alloc()
+            vdev.index = ida_alloc_min(self._cdev_ida)
+            self._cdev_ida.add(vdev.index)
         vdev.registered = True
         self.devices[vdev.name] = vdev
         if new_group:
@@ -256,6 +228,8 @@ class VfioCore:
         vdev.removing = True
         if vdev.open_count == 0:
             self._finish_unregister(vdev)
+        else:
+            vdev.comp = functools.partial(self._finish_unregister, vdev)
 
     def _finish_unregister(self, vdev: VfioDevice) -> None:
         vdev.registered = False
@@ -263,6 +237,7 @@ class VfioCore:
         if vdev.index is not None:
             self._cdev_ida.discard(vdev.index)
         group = vdev.group
+        assert group is not None  # set at registration
         group.devices.remove(vdev)
         if vdev.dev in vdev.iommu_group.devices:
             vdev.iommu_group.devices.remove(vdev.dev)
@@ -274,8 +249,6 @@ class VfioCore:
             for lst in self.listeners:
                 lst.group_removed(group)
 
-    def open_container(self, caller: Caller, flags: int) -> Any:
-        """open(/dev/vfio/vfio): a new, empty container."""
-        from .container import VfioContainer
-
-        return VfioContainer(self)
+    def open_container(self, caller: Caller, flags: int) -> VfioContainer:
+        """open(/dev/vfio/vfio): a new, empty container that knows our backends."""
+        return vfio_fops_open(self.options, self.iommu_drivers)

@@ -66,7 +66,7 @@ def test_container_off_serves_dev_vfio_vfio_from_iommufd() -> None:
         parse_topology(open_default().replace("container = true", "container = false"))
     )
     node = m.tree.root.walk("dev/vfio/vfio")
-    from vfiofs.iommufd.main import IommufdCtx
+    from vfiofs.iommufd.iommufd_private import IommufdCtx
     from vfiofs.uaccess import FakeCaller
 
     ctx = node.opener(FakeCaller(), 0)  # type: ignore[attr-defined]

@@ -11,7 +11,7 @@ import pytest
 from vfiofs.abi import iommufd as I, iommufd_test as T, vfio as V
 from vfiofs.config import parse_topology
 from vfiofs.errors import KernelError
-from vfiofs.iommufd.main import IommufdCtx
+from vfiofs.iommufd.iommufd_private import IommufdCtx
 from vfiofs.machine import Machine
 from vfiofs.uaccess import FakeCaller, OurFile
 

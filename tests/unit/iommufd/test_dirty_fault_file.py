@@ -10,8 +10,14 @@ import attrs
 from vfiofs.abi import iommufd as I, iommufd_test as T
 from vfiofs.devices.models.memcpy import DOORBELL, DST, LEN, SRC, STATUS
 from vfiofs.errors import KernelError
-from vfiofs.iommufd.main import IommufdCtx
-from vfiofs.uaccess import BytesAddressSpace, FakeCaller, ForeignFile, OurFile
+from vfiofs.iommufd.main import iommufd_fops_open
+from vfiofs.uaccess import (
+    CAP_IPC_LOCK,
+    BytesAddressSpace,
+    FakeCaller,
+    ForeignFile,
+    OurFile,
+)
 
 from .conftest import MB, Env, err
 
@@ -246,7 +252,7 @@ def test_fault_queue_needs_vfiofs_run_on_a_plain_mount(env: Env) -> None:
 
     c = C(1, 0, 0, ProcessTable())
     assert err(c.install_fd, object(), None) == -errno.EOPNOTSUPP
-    ctx = IommufdCtx()
+    ctx = iommufd_fops_open()
 
     @attrs.define(eq=False)
     class Refusing(FakeCaller):
@@ -256,7 +262,7 @@ def test_fault_queue_needs_vfiofs_run_on_a_plain_mount(env: Env) -> None:
     fc = Refusing()
     arg = fc.alloc(I.IommuFaultAlloc(16, 0, 0, 0).pack())
     assert err(ctx.ioctl, fc, I.IOMMU_FAULT_QUEUE_ALLOC, arg) == -errno.EOPNOTSUPP
-    assert ctx.objects == {} and ctx.devices_bound == 0
+    assert ctx.objects == {} and ctx.files == 0
 
 
 # --- IOAS_MAP_FILE / IOAS_CHANGE_PROCESS --------------------------------------------------
@@ -281,6 +287,7 @@ def _file(env: Env, fd: int, size: int = MB, shmem: bool = True) -> FakeFile:
 
 
 def test_map_file_dma_reaches_the_file(env: Env) -> None:
+    env.c.caps = frozenset()  # no CAP_IPC_LOCK: pinning charges RLIMIT_MEMLOCK
     i = env.ioas()
     df, _dev_id = env.bind_pci(0)
     env.attach_pci(df, i)
@@ -295,52 +302,58 @@ def test_map_file_dma_reaches_the_file(env: Env) -> None:
     assert env.c.mm.locked_vm == 4096 + 0x2000  # the file's pages are charged to us
     env.ok(I.IOMMU_IOAS_UNMAP, I.IommuIoasUnmap(24, i, START + MB, 0x2000))
     assert mem.closed
+    assert env.c.mm.locked_vm == 4096
+
+
+def test_map_file_with_cap_ipc_lock_charges_nothing(env: Env) -> None:
+    """iopt_alloc_pages() decides the account mode for user and file pages alike."""
+    assert CAP_IPC_LOCK in env.c.caps
+    i = env.ioas()
+    env.mock_domain(i)
+    _file(env, 9)
+    env.ok(I.IOMMU_IOAS_MAP_FILE, I.IommuIoasMapFile(40, 7, i, 9, 0, 0x4000, START))
+    assert env.c.mm.locked_vm == 0
 
 
 def test_map_file_errors(env: Env) -> None:
     i = env.ioas()
 
-    def mf(fd, start, length, flags=7, iova=START):
-        return I.IommuIoasMapFile(40, flags, i, fd, start, length, iova)
+    def mf(fd: int, start: int, length: int, flags: int = 7, iova: int = START) -> int:
+        # each call resolves the fds afresh, as the session does per request
+        _file(env, 9, 0x4000)
+        _file(env, 10, MB, shmem=False)
+        st = I.IommuIoasMapFile(40, flags, i, fd, start, length, iova)
+        return int(env.call(I.IOMMU_IOAS_MAP_FILE, st)[0])
 
-    _file(env, 9, 0x4000)
-    _file(env, 10, MB, shmem=False)
-    assert (
-        env.call(I.IOMMU_IOAS_MAP_FILE, mf(9, 0, 4096, flags=8))[0] == -errno.EOPNOTSUPP
-    )
-    assert env.call(I.IOMMU_IOAS_MAP_FILE, mf(9, 0, 4096, flags=1))[0] == -errno.EINVAL
-    assert env.call(I.IOMMU_IOAS_MAP_FILE, mf(-1, 0, 4096))[0] == -errno.EBADF
-    assert env.call(I.IOMMU_IOAS_MAP_FILE, mf(55, 0, 4096))[0] == -errno.EBADF
-    assert (
-        env.call(I.IOMMU_IOAS_MAP_FILE, mf(3, 0, 4096))[0] == -errno.EBADF
-    )  # an iommufd
-    assert env.call(I.IOMMU_IOAS_MAP_FILE, mf(9, 0, 0))[0] == -errno.EINVAL
-    assert env.call(I.IOMMU_IOAS_MAP_FILE, mf(9, 0x2000, 0x4000))[0] == -errno.EINVAL
-    assert (
-        env.call(I.IOMMU_IOAS_MAP_FILE, mf(10, 0, 4096))[0] == -errno.EINVAL
-    )  # not shmem
-    assert (
-        env.call(I.IOMMU_IOAS_MAP_FILE, mf(9, 0, 4096, iova=(1 << 64) - 1))[0]
-        == -errno.EOVERFLOW
-    )
+    assert mf(9, 0, 4096, flags=8) == -errno.EOPNOTSUPP
+    assert mf(9, 0, 4096, flags=1) == -errno.EINVAL
+    assert mf(-1, 0, 4096) == -errno.EBADF
+    assert mf(55, 0, 4096) == -errno.EBADF
+    assert mf(3, 0, 4096) == -errno.EBADF  # an iommufd
+    assert mf(9, 0, 0) == -errno.EINVAL
+    assert mf(9, 0x2000, 0x4000) == -errno.EINVAL  # past the end of the file
+    assert mf(10, 0, 4096) == -errno.EINVAL  # not shmem
+    assert mf(9, 0, 4096, iova=(1 << 64) - 1) == -errno.EOVERFLOW
     bad = I.IommuIoasMapFile(40, 7, 99, 9, 0, 4096, 0)
     assert env.call(I.IOMMU_IOAS_MAP_FILE, bad)[0] == -errno.ENOENT
+    assert not env.ctx.ioases()[0].iopt.areas
 
 
 def test_change_process_moves_the_accounting(env: Env) -> None:
+    env.c.caps = frozenset()  # no CAP_IPC_LOCK: pinning charges RLIMIT_MEMLOCK
     i = env.ioas()
     env.mock_domain(i)
     _file(env, 9)
     env.ok(I.IOMMU_IOAS_MAP_FILE, I.IommuIoasMapFile(40, 7, i, 9, 0, 0x4000, START))
     old = env.c.mm
     assert old.locked_vm == 0x4000
-    new = FakeCaller()
+    new = FakeCaller(caps=frozenset())
     new.fds = env.c.fds
     arg = new.alloc(I.IommuIoasChangeProcess(8, 0).pack())
     env.ctx.ioctl(new, I.IOMMU_IOAS_CHANGE_PROCESS, arg)
     assert (old.locked_vm, new.mm.locked_vm) == (0, 0x4000)
     # over the new process's RLIMIT_MEMLOCK: ENOMEM and nothing moves
-    third = FakeCaller()
+    third = FakeCaller(caps=frozenset())
     third.mm.memlock = 4096
     arg = third.alloc(I.IommuIoasChangeProcess(8, 0).pack())
     assert err(env.ctx.ioctl, third, I.IOMMU_IOAS_CHANGE_PROCESS, arg) == -errno.ENOMEM

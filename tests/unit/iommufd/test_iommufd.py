@@ -11,7 +11,8 @@ import pytest
 from vfiofs.abi import iommufd as I, vfio as V
 from vfiofs.config import default_topology
 from vfiofs.errors import KernelError
-from vfiofs.iommufd.main import IommufdCtx
+from vfiofs.iommufd.iommufd_private import IommufdCtx
+from vfiofs.iommufd.main import iommufd_fops_open
 from vfiofs.machine import Machine
 from vfiofs.uaccess import FakeCaller, ForeignFile, OurFile
 
@@ -76,7 +77,7 @@ def iunmap(
 
 
 def test_size_convention_einval_e2big_and_zero_extension(c: FakeCaller) -> None:
-    ctx = IommufdCtx()
+    ctx = iommufd_fops_open()
     assert (
         call(ctx, c, I.IOMMU_IOAS_ALLOC, I.IommuIoasAlloc(11, 0, 0))[0] == -errno.EINVAL
     )
@@ -100,7 +101,7 @@ def test_size_convention_einval_e2big_and_zero_extension(c: FakeCaller) -> None:
 
 
 def test_ids_lowest_free_and_reused(c: FakeCaller) -> None:
-    ctx = IommufdCtx()
+    ctx = iommufd_fops_open()
     assert [ioas(ctx, c) for _ in range(3)] == [1, 2, 3]
     assert call(ctx, c, I.IOMMU_DESTROY, I.IommuDestroy(8, 2))[0] == 0
     assert call(ctx, c, I.IOMMU_DESTROY, I.IommuDestroy(8, 2))[0] == -errno.ENOENT
@@ -108,7 +109,7 @@ def test_ids_lowest_free_and_reused(c: FakeCaller) -> None:
 
 
 def test_iova_ranges_emsgsize_dance(c: FakeCaller) -> None:
-    ctx = IommufdCtx()
+    ctx = iommufd_fops_open()
     i = ioas(ctx, c)
     rc, out = call(
         ctx, c, I.IOMMU_IOAS_IOVA_RANGES, I.IommuIoasIovaRanges(32, i, 0, 0, 0, 0)
@@ -136,7 +137,7 @@ def test_iova_ranges_emsgsize_dance(c: FakeCaller) -> None:
 
 
 def test_map_checks(c: FakeCaller) -> None:
-    ctx = IommufdCtx()
+    ctx = iommufd_fops_open()
     i = ioas(ctx, c)
     fixed = (
         I.IOMMU_IOAS_MAP_FIXED_IOVA
@@ -162,7 +163,7 @@ def test_map_checks(c: FakeCaller) -> None:
 
 
 def test_unmap_rules(c: FakeCaller) -> None:
-    ctx = IommufdCtx()
+    ctx = iommufd_fops_open()
     i = ioas(ctx, c)
     fixed = I.IOMMU_IOAS_MAP_FIXED_IOVA | I.IOMMU_IOAS_MAP_READABLE
     assert imap(ctx, c, i, 0, 2 * MB, flags=fixed)[0] == 0
@@ -175,7 +176,7 @@ def test_unmap_rules(c: FakeCaller) -> None:
 
 
 def test_allow_iovas_and_copy(c: FakeCaller) -> None:
-    ctx = IommufdCtx()
+    ctx = iommufd_fops_open()
     a, b = ioas(ctx, c), ioas(ctx, c)
     bad = c.alloc(struct.pack("<QQ", 5 * MB, 4 * MB))
     assert (
@@ -209,7 +210,7 @@ def test_allow_iovas_and_copy(c: FakeCaller) -> None:
 
 
 def test_option_and_vfio_ioas(c: FakeCaller) -> None:
-    ctx = IommufdCtx()
+    ctx = iommufd_fops_open()
     rc, out = call(
         ctx,
         c,
@@ -276,7 +277,7 @@ def bind(
 
 
 def test_cdev_bind_rules(m: Machine, c: FakeCaller) -> None:
-    ctx = IommufdCtx()
+    ctx = iommufd_fops_open()
     df = m.tree.root.walk("dev/vfio/devices/vfio0").opener(c, 0)  # type: ignore[attr-defined]
 
     def b(st: V.VfioDeviceBindIommufd, extra: bytes = b"") -> int:
@@ -310,7 +311,7 @@ def test_cdev_bind_rules(m: Machine, c: FakeCaller) -> None:
 
 
 def test_cdev_second_context_cannot_take_the_group(m: Machine, c: FakeCaller) -> None:
-    a, b = IommufdCtx(), IommufdCtx()
+    a, b = iommufd_fops_open(), iommufd_fops_open()
     _, rc = bind(m, c, "dev/vfio/devices/vfio1", a, fd=7)
     assert rc == 0
     with pytest.raises(KernelError) as e:  # same group (0000:00:05.x), other iommufd
@@ -319,7 +320,7 @@ def test_cdev_second_context_cannot_take_the_group(m: Machine, c: FakeCaller) ->
 
 
 def test_attach_detach_and_destroy_rules(m: Machine, c: FakeCaller) -> None:
-    ctx = IommufdCtx()
+    ctx = iommufd_fops_open()
     df, _ = bind(m, c, "dev/vfio/devices/vfio0", ctx)
 
     def attach(pt: int, flags: int = 0) -> int:
@@ -360,7 +361,7 @@ def test_same_dma_scenario_three_interfaces_same_page_table(c: FakeCaller) -> No
         m = Machine(default_topology())
         va = c.mm.base + MB
         if mode == "native":
-            ctx = IommufdCtx()
+            ctx = iommufd_fops_open()
             df, _ = bind(m, c, "dev/vfio/devices/vfio0", ctx)
             i = ioas(ctx, c)
             df.ioctl(
@@ -381,7 +382,9 @@ def test_same_dma_scenario_three_interfaces_same_page_table(c: FakeCaller) -> No
                 == 0
             )
         else:
-            cont = m.core.open_container(c, 0) if mode == "type1" else IommufdCtx()
+            cont = (
+                m.core.open_container(c, 0) if mode == "type1" else iommufd_fops_open()
+            )
             gf = m.core.groups[0].open(c, 0)
             c.fds[5] = OurFile(cont)
             gf.ioctl(c, V.VFIO_GROUP_SET_CONTAINER, c.alloc(struct.pack("<i", 5)))

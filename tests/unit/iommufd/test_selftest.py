@@ -228,7 +228,9 @@ def test_set_temp_memory_limit(env: Env) -> None:
     op = T.IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT
     assert env.test(op, 0, T.MemoryLimit(11))[0] == -errno.EINVAL
     env.test_ok(op, 0, T.MemoryLimit(12))
-    assert env.ctx.selftest.memory_limit == 12
+    assert env.ctx.test is not None and env.ctx.test.memory_limit == 12
+    # the daemon's one CONFIG_IOMMUFD_TEST state: every open of /dev/iommu sees it
+    assert env.m.iommufd_open(env.c, 0).test is env.ctx.test
 
 
 def test_dirty_op(env: Env) -> None:
@@ -334,7 +336,7 @@ def test_dmabuf_get_map_and_revoke(env: Env) -> None:
     st = I.IommuIoasMapFile(40, 7, i, fd, 0, 4096, START)
     rc, _ = env.call(I.IOMMU_IOAS_MAP_FILE, st)
     assert rc == 0
-    assert env.m.selftest is not None
+    assert env.ctx.ioases()[0].iopt.areas[0].acct is None  # dma-bufs pin uncharged
     t = env.ctx.objects[hwpt].domain.translate(START)
     assert t is not None and t.owner is dmabuf.mem
     rv = T.IOMMU_TEST_OP_DMABUF_REVOKE

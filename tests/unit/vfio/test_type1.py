@@ -1,5 +1,6 @@
 """The type1 backend: GET_INFO's capability chain, MAP_DMA and UNMAP_DMA checks in the
-kernel's order (vfio-abi.md §3.6), accounting, and the page table behind it."""
+kernel's order (drivers/vfio/vfio_iommu_type1.c), accounting, and the page table behind
+it."""
 
 from __future__ import annotations
 
@@ -205,6 +206,24 @@ def test_vaddr_invalidate_and_update(env, t1) -> None:  # type: ignore[no-untype
     assert dma_map(env, t1, 8 * MB, MB, flags=VADDR) == -errno.ENOENT
     assert dma_map(env, t1, 0, MB, vaddr=mm.base + MB, flags=VADDR) == 0
     assert env.machine.mappings("0000:00:04.0")[0].vaddr == mm.base + MB
+
+
+def test_vaddr_update_from_another_process_moves_the_charge(env, t1) -> None:  # type: ignore[no-untyped-def]
+    """vfio_change_dma_owner(): the new process is charged under its own RLIMIT_MEMLOCK
+    and CAP_IPC_LOCK (ENOMEM leaves the mapping invalidated), then the old one is
+    credited."""
+    assert dma_map(env, t1, 0, MB) == 0
+    assert dma_unmap(env, t1, 0, MB, V.VFIO_DMA_UNMAP_FLAG_VADDR) == (0, MB)
+    heir = FakeCaller(caps=frozenset())
+    heir.mm.size = 4 * MB
+    heir.mm.__attrs_post_init__()
+    heir.mm.tgid, heir.mm.memlock = 999, MB // 2
+    assert dma_map(env, t1, 0, MB, flags=VADDR, caller=heir) == -errno.ENOMEM
+    assert (env.caller.mm.locked_vm, heir.mm.locked_vm) == (MB, 0)
+    heir.mm.memlock = MB
+    assert dma_map(env, t1, 0, MB, flags=VADDR, caller=heir) == 0
+    assert (env.caller.mm.locked_vm, heir.mm.locked_vm) == (0, MB)
+    assert env.machine.mappings("0000:00:04.0")[0].owner is heir.mm
 
 
 def test_container_release_unmaps_everything(env, t1) -> None:  # type: ignore[no-untyped-def]

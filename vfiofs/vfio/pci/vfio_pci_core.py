@@ -2,15 +2,15 @@
 `PciDevice` — GET_INFO, GET_REGION_INFO, GET_IRQ_INFO, SET_IRQS, RESET and the hot-reset
 pair, plus pread/pwrite at the region offsets (index << 40), as vfio_pci_rdwr.c.
 
-BARs are served by pread/pwrite; no region has the MMAP flag, because FUSE cannot trap
-accesses to a mapping (design.md §8).
+BARs are served by pread/pwrite; no region has the MMAP flag: stores through a mapping
+never reach the daemon (docs/internals.md, platform facts), and a device model sees its
+registers written only through pwrite.
 """
 
 from __future__ import annotations
 
 import errno
 import struct
-from typing import Any
 
 import attrs
 
@@ -19,6 +19,7 @@ from ...devices.pci import PciDevice
 from ...errors import KernelError
 from ...ioctl_table import ArgKind, IoctlOp, IoctlTable, Ucmd
 from ...uaccess import Caller
+from ..vfio import VfioDevice, VfioDeviceFile, VfioGroupFile
 from .vfio_pci_intrs import IrqState, irq_count, vfio_pci_set_irqs
 
 RW = V.VFIO_REGION_INFO_FLAG_READ | V.VFIO_REGION_INFO_FLAG_WRITE
@@ -47,10 +48,10 @@ class VfioPciCoreDevice:
             raise KernelError(errno.EINVAL, f"unknown device option {extra!r}")
         return True
 
-    def open_device(self, vdev: Any) -> None:
+    def open_device(self, vdev: VfioDevice) -> None:
         self.pdev.reset()
 
-    def close_device(self, vdev: Any) -> None:
+    def close_device(self, vdev: VfioDevice) -> None:
         """vfio_pci_core_close_device(): IRQs off, eventfds dropped, device reset."""
         self.irqs.close()
         self.pdev.reset()
@@ -58,7 +59,7 @@ class VfioPciCoreDevice:
     def ioctl_name(self, cmd: int) -> str | None:
         return IOCTLS.name(cmd)
 
-    def ioctl(self, df: Any, caller: Caller, cmd: int, arg: int) -> int:
+    def ioctl(self, df: VfioDeviceFile, caller: Caller, cmd: int, arg: int) -> int:
         return IOCTLS.dispatch(self, caller, cmd, arg)
 
     # --- regions -------------------------------------------------------------------------
@@ -73,11 +74,13 @@ class VfioPciCoreDevice:
             return p.config_size, RW
         return 0, 0  # ROM and VGA: the simulated devices have neither
 
-    def read(self, df: Any, caller: Caller, offset: int, size: int) -> bytes:
+    def read(self, df: VfioDeviceFile, caller: Caller, offset: int, size: int) -> bytes:
         index, off = V.VFIO_PCI_OFFSET_TO_INDEX(offset), offset & V.VFIO_PCI_OFFSET_MASK
         return self._rw(index, off, size, None)
 
-    def write(self, df: Any, caller: Caller, offset: int, data: bytes) -> int:
+    def write(
+        self, df: VfioDeviceFile, caller: Caller, offset: int, data: bytes
+    ) -> int:
         index, off = V.VFIO_PCI_OFFSET_TO_INDEX(offset), offset & V.VFIO_PCI_OFFSET_MASK
         self._rw(index, off, len(data), data)
         return len(data)
@@ -198,8 +201,6 @@ def vfio_pci_ioctl_get_pci_hot_reset_info(vdev: VfioPciCoreDevice, ucmd: Ucmd) -
 
 def vfio_pci_ioctl_pci_hot_reset(vdev: VfioPciCoreDevice, ucmd: Ucmd) -> int:
     """Group fds must cover every affected device (here: this device's own group)."""
-    from ..group import VfioGroupFile
-
     hr = ucmd.cmd
     if hr.flags:
         raise KernelError(errno.EINVAL, "flags must be 0")

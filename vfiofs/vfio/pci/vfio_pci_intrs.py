@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import errno
 import struct
-from typing import Any
+from collections.abc import Callable
 
 import attrs
 
 from ...abi import vfio as V
+from ...devices.pci import PciDevice
 from ...errors import KernelError
 from ...uaccess import Caller, EventFd, ForeignFile
 
 DATA_MASK = V.VFIO_IRQ_SET_DATA_TYPE_MASK
 ACTION_MASK = V.VFIO_IRQ_SET_ACTION_TYPE_MASK
+INTX, TRIGGER = V.VFIO_PCI_INTX_IRQ_INDEX, V.VFIO_IRQ_SET_ACTION_TRIGGER
 
 
 @attrs.define(eq=False)
@@ -57,7 +59,7 @@ class IrqState:
             self.disable(index)
 
 
-def irq_count(pdev: Any, index: int) -> int:
+def irq_count(pdev: PciDevice, index: int) -> int:
     """vfio_pci_get_irq_count()."""
     irqs = pdev.spec.irqs
     if index == V.VFIO_PCI_INTX_IRQ_INDEX:
@@ -73,13 +75,46 @@ def irq_count(pdev: Any, index: int) -> int:
     return 0
 
 
+DATA_SIZE = {
+    V.VFIO_IRQ_SET_DATA_NONE: 0,
+    V.VFIO_IRQ_SET_DATA_BOOL: 1,
+    V.VFIO_IRQ_SET_DATA_EVENTFD: 4,
+}
+
+
+@attrs.frozen
+class IrqSet:
+    """One VFIO_DEVICE_SET_IRQS, validated: the header, its data type and its data."""
+
+    pdev: PciDevice
+    caller: Caller
+    hdr: V.VfioIrqSet
+    data_type: int
+    data: bytes
+
+
+IrqHandler = Callable[[IrqState, IrqSet], int]
+
+
 def vfio_pci_set_irqs(
-    state: IrqState, pdev: Any, caller: Caller, arg: int, hdr: V.VfioIrqSet
+    state: IrqState, pdev: PciDevice, caller: Caller, arg: int, hdr: V.VfioIrqSet
 ) -> int:
-    """VFIO_DEVICE_SET_IRQS: vfio_set_irqs_validate_and_prepare() then the per-index
-    handler. Eventfds are fetched before any state changes."""
+    """VFIO_DEVICE_SET_IRQS (vfio_pci_ioctl_set_irqs): validate the header, copy the
+    data, then run the handler ``vfio_pci_set_irqs_ioctl`` picks by index and action
+    (none: ENOTTY)."""
+    data_type, size = vfio_set_irqs_validate_and_prepare(pdev, hdr)
+    data = caller.copy_from_user(arg + V.VfioIrqSet.SIZE, size) if size else b""
+    handler = IRQ_HANDLERS.get((hdr.index, hdr.flags & ACTION_MASK))
+    if handler is None:
+        raise KernelError(errno.ENOTTY, "no handler for this index and action")
+    return handler(state, IrqSet(pdev, caller, hdr, data_type, data))
+
+
+def vfio_set_irqs_validate_and_prepare(
+    pdev: PciDevice, hdr: V.VfioIrqSet
+) -> tuple[int, int]:
+    """vfio_main.c's checks, in its order (EINVAL): the data type and its size."""
     max_count = irq_count(pdev, hdr.index) if hdr.index < V.VFIO_PCI_NUM_IRQS else 0
-    # vfio_set_irqs_validate_and_prepare(), in its order
     if (
         hdr.argsz < V.VfioIrqSet.SIZE
         or hdr.index >= V.VFIO_PCI_NUM_IRQS
@@ -89,68 +124,55 @@ def vfio_pci_set_irqs(
         raise KernelError(errno.EINVAL, "argsz, index, count or flags")
     if hdr.start >= max_count or hdr.start + hdr.count > max_count:
         raise KernelError(errno.EINVAL, f"start/count outside the {max_count} vectors")
-    data_type, action = hdr.flags & DATA_MASK, hdr.flags & ACTION_MASK
-    if data_type not in (
-        V.VFIO_IRQ_SET_DATA_NONE,
-        V.VFIO_IRQ_SET_DATA_BOOL,
-        V.VFIO_IRQ_SET_DATA_EVENTFD,
-    ):
+    data_type = hdr.flags & DATA_MASK
+    if data_type not in DATA_SIZE:
         raise KernelError(errno.EINVAL, "exactly one DATA flag")
-    if action not in (
-        V.VFIO_IRQ_SET_ACTION_MASK,
-        V.VFIO_IRQ_SET_ACTION_UNMASK,
-        V.VFIO_IRQ_SET_ACTION_TRIGGER,
-    ):
-        # kernel: vfio_pci_set_irqs_ioctl() finds no handler
-        raise KernelError(errno.ENOTTY, "exactly one ACTION flag")
-    size = {
-        V.VFIO_IRQ_SET_DATA_NONE: 0,
-        V.VFIO_IRQ_SET_DATA_BOOL: 1,
-        V.VFIO_IRQ_SET_DATA_EVENTFD: 4,
-    }[data_type]
-    if size and hdr.argsz - V.VfioIrqSet.SIZE < size * hdr.count:
+    size = DATA_SIZE[data_type] * hdr.count
+    if size and hdr.argsz - V.VfioIrqSet.SIZE < size:
         raise KernelError(errno.EINVAL, "argsz too small for the data")
-    data = (
-        caller.copy_from_user(arg + V.VfioIrqSet.SIZE, size * hdr.count)
-        if size
-        else b""
+    return data_type, size
+
+
+def vfio_pci_set_intx_mask(state: IrqState, req: IrqSet) -> int:
+    return _intx_mask(state, req, mask=True)
+
+
+def vfio_pci_set_intx_unmask(state: IrqState, req: IrqSet) -> int:
+    if req.data_type == V.VFIO_IRQ_SET_DATA_EVENTFD:
+        raise KernelError(errno.EINVAL, "unmask via eventfd (irqfd) is not emulated")
+    return _intx_mask(state, req, mask=False)
+
+
+def vfio_pci_set_msi_trigger(state: IrqState, req: IrqSet) -> int:
+    """MSI or MSI-X, whichever ``hdr.index`` says; never with INTx or the other kind."""
+    index, count = req.hdr.index, req.hdr.count
+    if V.VFIO_PCI_INTX_IRQ_INDEX in state.enabled and count:
+        raise KernelError(errno.EINVAL, "INTx is enabled")
+    other = (
+        V.VFIO_PCI_MSIX_IRQ_INDEX
+        if index == V.VFIO_PCI_MSI_IRQ_INDEX
+        else V.VFIO_PCI_MSI_IRQ_INDEX
     )
-    index, start, count = hdr.index, hdr.start, hdr.count
-    if index == V.VFIO_PCI_INTX_IRQ_INDEX:
-        if action == V.VFIO_IRQ_SET_ACTION_MASK:
-            return _intx_mask(state, data_type, data, count, mask=True)
-        if action == V.VFIO_IRQ_SET_ACTION_UNMASK:
-            if data_type == V.VFIO_IRQ_SET_DATA_EVENTFD:
-                raise KernelError(
-                    errno.EINVAL, "unmask via eventfd (irqfd) is not emulated"
-                )
-            return _intx_mask(state, data_type, data, count, mask=False)
-    elif index in (V.VFIO_PCI_MSI_IRQ_INDEX, V.VFIO_PCI_MSIX_IRQ_INDEX):
-        if action != V.VFIO_IRQ_SET_ACTION_TRIGGER:
-            raise KernelError(errno.ENOTTY, "MSI/MSI-X support only TRIGGER")
-        if V.VFIO_PCI_INTX_IRQ_INDEX in state.enabled and count:
-            raise KernelError(errno.EINVAL, "INTx is enabled")
-        other = (
-            V.VFIO_PCI_MSIX_IRQ_INDEX
-            if index == V.VFIO_PCI_MSI_IRQ_INDEX
-            else V.VFIO_PCI_MSI_IRQ_INDEX
-        )
-        if other in state.enabled and count:
-            raise KernelError(errno.EINVAL, "the other MSI kind is enabled")
-    elif action != V.VFIO_IRQ_SET_ACTION_TRIGGER:
-        raise KernelError(errno.ENOTTY, "ERR/REQ support only TRIGGER")
-    if action != V.VFIO_IRQ_SET_ACTION_TRIGGER:
-        raise KernelError(errno.ENOTTY)
-    # the handler found, fetch every eventfd before any state change (uaccess rule)
+    if other in state.enabled and count:
+        raise KernelError(errno.EINVAL, "the other MSI kind is enabled")
+    return vfio_pci_set_trigger(state, req)
+
+
+def vfio_pci_set_trigger(state: IrqState, req: IrqSet) -> int:
+    """ACTION_TRIGGER of any index (INTx, ERR and REQ come here directly): count 0 with
+    DATA_NONE disables the index; eventfds become the vectors' triggers; NONE and BOOL
+    fire the vectors (loopback)."""
+    index, start, count = req.hdr.index, req.hdr.start, req.hdr.count
+    data_type, pdev = req.data_type, req.pdev
+    # every eventfd is fetched before any state changes (the fget rule, uaccess.py)
     fds: list[int] = []
-    refs: list[Any] = []
+    refs: list[ForeignFile] = []
     if data_type == V.VFIO_IRQ_SET_DATA_EVENTFD:
-        fds = list(struct.unpack(f"<{count}i", data))
-        refs = caller.fget_many([fd for fd in fds if fd >= 0])
-        for ref in refs:
+        fds = list(struct.unpack(f"<{count}i", req.data))
+        for ref in req.caller.fget_many([fd for fd in fds if fd >= 0]):
             if not isinstance(ref, ForeignFile) or ref.kind != "eventfd":
                 raise KernelError(errno.EINVAL, "not an eventfd")
-    # TRIGGER
+            refs.append(ref)
     if count == 0 and data_type == V.VFIO_IRQ_SET_DATA_NONE:
         state.disable(index)
         if index in (V.VFIO_PCI_MSI_IRQ_INDEX, V.VFIO_PCI_MSIX_IRQ_INDEX):
@@ -162,31 +184,41 @@ def vfio_pci_set_irqs(
     ):
         raise KernelError(errno.EINVAL, "MSI is enabled")
     if data_type == V.VFIO_IRQ_SET_DATA_EVENTFD:
-        it = iter(refs)
-        for i, fd in enumerate(fds):
-            key = (index, start + i)
-            old = state.triggers.pop(key, None)
-            if old is not None:
-                old.close()
-            if fd >= 0:
-                state.triggers[key] = next(it).take_eventfd()
-        state.enabled[index] = max(state.enabled.get(index, 0), start + count)
-        if index in (V.VFIO_PCI_MSI_IRQ_INDEX, V.VFIO_PCI_MSIX_IRQ_INDEX):
-            pdev.set_msi_mode(index, state.enabled[index])
+        _set_eventfds(state, pdev, index, start, fds, refs)
         return 0
-    # DATA_NONE / DATA_BOOL: loopback triggers, as if the device fired
     for i in range(count):
-        if data_type == V.VFIO_IRQ_SET_DATA_NONE or data[i]:
+        if data_type == V.VFIO_IRQ_SET_DATA_NONE or req.data[i]:
             state.signal(index, start + i)
     return 0
 
 
-def _intx_mask(
-    state: IrqState, data_type: int, data: bytes, count: int, *, mask: bool
-) -> int:
+def _set_eventfds(
+    state: IrqState,
+    pdev: PciDevice,
+    index: int,
+    start: int,
+    fds: list[int],
+    refs: list[ForeignFile],
+) -> None:
+    """Install (fd >= 0) or drop (fd -1) the trigger of each vector from ``start``."""
+    it = iter(refs)
+    for i, fd in enumerate(fds):
+        key = (index, start + i)
+        old = state.triggers.pop(key, None)
+        if old is not None:
+            old.close()
+        if fd >= 0:
+            state.triggers[key] = next(it).take_eventfd()
+    state.enabled[index] = max(state.enabled.get(index, 0), start + len(fds))
+    if index in (V.VFIO_PCI_MSI_IRQ_INDEX, V.VFIO_PCI_MSIX_IRQ_INDEX):
+        pdev.set_msi_mode(index, state.enabled[index])
+
+
+def _intx_mask(state: IrqState, req: IrqSet, *, mask: bool) -> int:
+    data_type, count = req.data_type, req.hdr.count
     if count != 1 and not (count == 0 and data_type == V.VFIO_IRQ_SET_DATA_NONE):
         raise KernelError(errno.EINVAL, "INTx has one vector")
-    if data_type == V.VFIO_IRQ_SET_DATA_BOOL and not data[0]:
+    if data_type == V.VFIO_IRQ_SET_DATA_BOOL and not req.data[0]:
         return 0
     if data_type == V.VFIO_IRQ_SET_DATA_EVENTFD:
         raise KernelError(errno.EINVAL, "INTx mask via eventfd")
@@ -198,3 +230,16 @@ def _intx_mask(
             state.intx_pending = False
             state.signal(V.VFIO_PCI_INTX_IRQ_INDEX, 0)
     return 0
+
+
+# vfio_pci_set_irqs_ioctl(): the handler of each (index, action); MSI and MSI-X cannot
+# be masked (the kernel's "XXX Need masking support exported"), ERR and REQ only trigger
+IRQ_HANDLERS: dict[tuple[int, int], IrqHandler] = {
+    (INTX, V.VFIO_IRQ_SET_ACTION_MASK): vfio_pci_set_intx_mask,
+    (INTX, V.VFIO_IRQ_SET_ACTION_UNMASK): vfio_pci_set_intx_unmask,
+    (INTX, TRIGGER): vfio_pci_set_trigger,
+    (V.VFIO_PCI_MSI_IRQ_INDEX, TRIGGER): vfio_pci_set_msi_trigger,
+    (V.VFIO_PCI_MSIX_IRQ_INDEX, TRIGGER): vfio_pci_set_msi_trigger,
+    (V.VFIO_PCI_ERR_IRQ_INDEX, TRIGGER): vfio_pci_set_trigger,
+    (V.VFIO_PCI_REQ_IRQ_INDEX, TRIGGER): vfio_pci_set_trigger,
+}
