@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Iterator
-from typing import Any
 
 from ..errors import KernelError
-from .pagetable import Mapping, Translation
+from ..uaccess import MemorySource
+from .pagetable import Mapping, Translation, merge_mappings
 
 MOCK_IO_PAGE_SIZE = 2048
 MOCK_HUGE_PAGE_SIZE = 512 * MOCK_IO_PAGE_SIZE
@@ -24,7 +24,9 @@ MOCK_HUGE_PAGE_SIZE = 512 * MOCK_IO_PAGE_SIZE
 class _Pte:
     __slots__ = ("iova", "owner", "prot", "size", "vaddr")
 
-    def __init__(self, owner: Any, iova: int, vaddr: int, prot: int, size: int) -> None:
+    def __init__(
+        self, owner: MemorySource, iova: int, vaddr: int, prot: int, size: int
+    ) -> None:
         self.owner, self.iova, self.vaddr, self.prot, self.size = (
             owner,
             iova,
@@ -51,7 +53,9 @@ class MockPageTable:
         if iova < lo or iova + size - 1 > hi:
             raise KernelError(errno.EINVAL, f"{iova:#x}+{size:#x} outside the aperture")
 
-    def map(self, iova: int, size: int, owner: Any, vaddr: int, prot: int) -> None:
+    def map(
+        self, iova: int, size: int, owner: MemorySource, vaddr: int, prot: int
+    ) -> None:
         """Map ``[iova, iova+size)``. EINVAL (alignment, aperture), EEXIST (overlap)."""
         self._check(iova, size)
         if vaddr % MOCK_IO_PAGE_SIZE:
@@ -98,25 +102,16 @@ class MockPageTable:
 
     def walk(self) -> Iterator[Mapping]:
         """Every mapping in IOVA order, contiguous entries merged."""
-        cur: list[Any] | None = None
-        for page in sorted(self.ptes):
-            pte = self.ptes[page]
-            iova = page * MOCK_IO_PAGE_SIZE
-            vaddr = pte.vaddr + iova - pte.iova
-            if (
-                cur is not None
-                and cur[0] + cur[1] == iova
-                and cur[2] is pte.owner
-                and cur[3] + cur[1] == vaddr
-                and cur[4] == pte.prot
-            ):
-                cur[1] += MOCK_IO_PAGE_SIZE
-                continue
-            if cur is not None:
-                yield Mapping(*cur)
-            cur = [iova, MOCK_IO_PAGE_SIZE, pte.owner, vaddr, pte.prot]
-        if cur is not None:
-            yield Mapping(*cur)
+        return merge_mappings(
+            Mapping(
+                page * MOCK_IO_PAGE_SIZE,
+                MOCK_IO_PAGE_SIZE,
+                pte.owner,
+                pte.vaddr + page * MOCK_IO_PAGE_SIZE - pte.iova,
+                pte.prot,
+            )
+            for page, pte in sorted(self.ptes.items())
+        )
 
     # --- dirty tracking (mock_domain_read_and_clear_dirty) ---------------------------
 

@@ -19,7 +19,7 @@ leaf). With tracking off, ``dirty`` is None and DMA pays nothing for it.
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple, Protocol
 
 from ..errors import KernelError
@@ -55,6 +55,27 @@ class Mapping(NamedTuple):
     owner: MemorySource
     vaddr: int
     prot: int
+
+
+def merge_mappings(pieces: Iterable[Mapping]) -> Iterator[Mapping]:
+    """Join pieces (in IOVA order) that continue each other: the next IOVA, the same
+    owner, the next address, the same permissions. What a table's ``walk`` reports."""
+    cur: Mapping | None = None
+    for m in pieces:
+        if (
+            cur is not None
+            and cur.iova + cur.size == m.iova
+            and cur.owner is m.owner
+            and cur.vaddr + cur.size == m.vaddr
+            and cur.prot == m.prot
+        ):
+            cur = cur._replace(size=cur.size + m.size)
+            continue
+        if cur is not None:
+            yield cur
+        cur = m
+    if cur is not None:
+        yield cur
 
 
 class PageTable(Protocol):
@@ -271,23 +292,10 @@ class IoPageTable:
 
     def walk(self) -> Iterator[Mapping]:
         """Every mapping in ascending IOVA order, contiguous leaves merged."""
-        cur: list[Any] | None = None  # [iova, size, owner, vaddr, prot]
-        for iova, size, run in self._spans(self.root, self.levels, 0):
-            vaddr = run.vaddr + (iova - run.iova)
-            if (
-                cur is not None
-                and cur[0] + cur[1] == iova
-                and cur[2] is run.owner
-                and cur[3] + cur[1] == vaddr
-                and cur[4] == run.prot
-            ):
-                cur[1] += size
-                continue
-            if cur is not None:
-                yield Mapping(*cur)
-            cur = [iova, size, run.owner, vaddr, run.prot]
-        if cur is not None:
-            yield Mapping(*cur)
+        return merge_mappings(
+            Mapping(iova, size, run.owner, run.vaddr + (iova - run.iova), run.prot)
+            for iova, size, run in self._spans(self.root, self.levels, 0)
+        )
 
     def _spans(
         self, table: _Table, level: int, base: int
