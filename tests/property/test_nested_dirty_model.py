@@ -13,8 +13,7 @@ import struct
 from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from tests.unit.iommufd.conftest import Env
-from tests.unit.iommufd.test_dirty_fault_file import dirty_bitmap, memcpy
+from tests.unit.iommufd.conftest import Env, dirty_bitmap, memcpy
 from vfiofs.abi import iommufd as I, iommufd_test as T
 
 P = 4096

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import errno
+import struct
 from typing import Any
 
 import pytest
 
 from vfiofs.abi import iommufd as I, iommufd_test as T, vfio as V
 from vfiofs.config import parse_topology
+from vfiofs.devices.models.memcpy import DOORBELL, DST, LEN, SRC, STATUS
 from vfiofs.errors import KernelError
 from vfiofs.iommufd.iommufd_private import IommufdCtx
 from vfiofs.machine import Machine
@@ -149,6 +151,27 @@ class Env:
         )
         rc, out = self.call(I.IOMMU_HWPT_ALLOC, st)
         return rc, int(out.out_hwpt_id)
+
+
+def memcpy(env: Env, src: int, dst: int, n: int, bdf: str = "0000:00:04.0") -> int:
+    """Run one copy on the memcpy device; its STATUS (2 done, 3 error)."""
+    dev = env.m.devices[bdf]
+    dev.mmio_write(0, SRC, struct.pack("<Q", src))
+    dev.mmio_write(0, DST, struct.pack("<Q", dst))
+    dev.mmio_write(0, LEN, struct.pack("<I", n))
+    dev.mmio_write(0, DOORBELL, struct.pack("<I", 1))
+    return int.from_bytes(dev.mmio_read(0, STATUS, 4), "little")
+
+
+def dirty_bitmap(
+    env: Env, hwpt: int, iova: int, length: int, page: int, flags: int = 0
+) -> tuple[int, int]:
+    words = (length // page + 63) // 64 if page else 1
+    data = env.c.alloc(bytes(words * 8))
+    st = I.IommuHwptGetDirtyBitmap(48, hwpt, flags, 0, iova, length, page, data)
+    rc, _ = env.call(I.IOMMU_HWPT_GET_DIRTY_BITMAP, st)
+    raw = env.c.mm.read(data, words * 8)
+    return rc, int.from_bytes(raw, "little")
 
 
 def err(fn: Any, *args: Any) -> int:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import errno
-import struct
 
 import attrs
 
 from vfiofs.abi import iommufd as I, iommufd_test as T
-from vfiofs.devices.models.memcpy import DOORBELL, DST, LEN, SRC, STATUS
 from vfiofs.errors import KernelError
 from vfiofs.iommufd.main import iommufd_fops_open
 from vfiofs.uaccess import (
@@ -19,30 +17,9 @@ from vfiofs.uaccess import (
     OurFile,
 )
 
-from .conftest import MB, Env, err
+from .conftest import MB, Env, dirty_bitmap, err, memcpy
 
 START = T.MOCK_APERTURE_START
-
-
-def memcpy(env: Env, src: int, dst: int, n: int, bdf: str = "0000:00:04.0") -> int:
-    """Run one copy on the memcpy device; its STATUS (2 done, 3 error)."""
-    dev = env.m.devices[bdf]
-    dev.mmio_write(0, SRC, struct.pack("<Q", src))
-    dev.mmio_write(0, DST, struct.pack("<Q", dst))
-    dev.mmio_write(0, LEN, struct.pack("<I", n))
-    dev.mmio_write(0, DOORBELL, struct.pack("<I", 1))
-    return int.from_bytes(dev.mmio_read(0, STATUS, 4), "little")
-
-
-def dirty_bitmap(
-    env: Env, hwpt: int, iova: int, length: int, page: int, flags: int = 0
-) -> tuple[int, int]:
-    words = (length // page + 63) // 64 if page else 1
-    data = env.c.alloc(bytes(words * 8))
-    st = I.IommuHwptGetDirtyBitmap(48, hwpt, flags, 0, iova, length, page, data)
-    rc, _ = env.call(I.IOMMU_HWPT_GET_DIRTY_BITMAP, st)
-    raw = env.c.mm.read(data, words * 8)
-    return rc, int.from_bytes(raw, "little")
 
 
 def _dirty_setup(env: Env) -> tuple[int, int]:
