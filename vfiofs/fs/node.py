@@ -21,17 +21,10 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
+from ..abi.poll import POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM
 from ..errors import KernelError
 from ..uaccess import Caller
 
-# poll bits (include/uapi/asm-generic/poll.h)
-POLLIN = 0x001
-POLLPRI = 0x002
-POLLOUT = 0x004
-POLLERR = 0x008
-POLLHUP = 0x010
-POLLRDNORM = 0x040
-POLLWRNORM = 0x100
 DEFAULT_POLLMASK = POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM
 
 
@@ -49,6 +42,9 @@ class OpenFile(Protocol):
     - ``poll(caller) -> (events, WaitQueue | None)``: ready events now, and a queue
       woken when they may change.
     - ``ioctl_name(cmd) -> str | None``: the kernel name of ``cmd``, for ``--trace``.
+    - ``nonseekable`` (an attribute, True): opened with ``nonseekable_open``, a stream
+      read and written at no offset (iommufd's event queues); OPEN then replies
+      FOPEN_STREAM | FOPEN_NONSEEKABLE.
     """
 
     def release(self) -> None:

@@ -19,6 +19,7 @@ import logging
 import attrs
 
 from ..abi import iommufd as I
+from ..abi.poll import POLLIN, POLLOUT, POLLRDNORM
 from ..errors import KernelError
 from ..idr import ida_alloc_min
 from ..ioctl_table import Ucmd
@@ -35,8 +36,6 @@ from .iommufd_private import (
 
 log = logging.getLogger("vfiofs.iommufd")
 
-# poll bits (include/uapi/asm-generic/poll.h)
-POLLIN, POLLOUT, POLLRDNORM = 0x001, 0x004, 0x040
 FAULT_SIZE = I.IommuHwptPgfault.SIZE  # 40
 RESPONSE_SIZE = I.IommuHwptPageResponse.SIZE  # 8
 HEADER_SIZE = I.IommufdVeventHeader.SIZE  # 8

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from vfiofs.abi import fuse_kernel, iommufd, pci_regs, vfio
+from vfiofs.abi import fuse_kernel, iommufd, pci_regs, poll, vfio
 from vfiofs.abi._cstruct import CStruct, CTuple
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -32,6 +32,7 @@ HEADERS = {
     vfio: "linux/vfio.h",
     iommufd: "linux/iommufd.h",
     pci_regs: "linux/pci_regs.h",
+    poll: "asm-generic/poll.h",
 }
 
 # Python class -> C struct, where the CamelCase name is not the C name. A "head" is the
