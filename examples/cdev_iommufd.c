@@ -7,14 +7,15 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/iommufd.h>
+#include <linux/vfio.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
-
-#include "iommufd_uapi.h"
 
 #define CHECK(cond, ...) do { \
     if (cond) { printf("ok   "); printf(__VA_ARGS__); printf("\n"); } \

@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/iommufd.h>
 #include <linux/vfio.h>
 #include <poll.h>
 #include <stdint.h>
@@ -18,8 +19,6 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
-
-#include "iommufd_uapi.h"
 
 #define CHECK(cond, ...) do { \
     if (cond) { printf("ok   "); printf(__VA_ARGS__); printf("\n"); } \

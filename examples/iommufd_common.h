@@ -4,6 +4,8 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/iommufd.h>
+#include <linux/vfio.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +13,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-#include "iommufd_uapi.h"
+#include "iommufd_uapi.h" /* iommufd_test.h: IOMMU_TEST_CMD */
 
 static int failures;
 #define CHECK(cond, ...) do { \

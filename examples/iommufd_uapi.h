@@ -1,92 +1,121 @@
-/* The iommufd and vfio-cdev uapi this example needs, for systems whose
- * <linux/iommufd.h> / <linux/vfio.h> predate them (numbers from the kernel headers). */
+/* The uapi of drivers/iommu/iommufd/iommufd_test.h (Linux 7.2): IOMMU_TEST_CMD and the
+ * mock IOMMU's driver data. No package installs that header (the kernel's selftests
+ * include it from the source tree), so it is transcribed here by hand; everything else
+ * comes from <linux/iommufd.h> and <linux/vfio.h>, new enough with `make headers`:
+ *
+ *   gcc -I build/uapi/usr/include -I build/uapi/usr/include/x86_64-linux-gnu ...
+ *
+ * tests/unit/abi/test_iommufd_test_abi.py checks vfiofs/abi/iommufd_test.py against this
+ * file, compiled: each struct and union member's offsets and sizes, every constant. */
 #pragma once
+#include <linux/iommufd.h>
 #include <linux/types.h>
-#include <linux/vfio.h>
-#include <sys/ioctl.h>
 
-#ifndef VFIO_DEVICE_BIND_IOMMUFD
-struct vfio_device_bind_iommufd { __u32 argsz, flags; __s32 iommufd; __u32 out_devid; };
-#define VFIO_DEVICE_BIND_IOMMUFD _IO(VFIO_TYPE, VFIO_BASE + 18)
-struct vfio_device_attach_iommufd_pt { __u32 argsz, flags, pt_id; };
-#define VFIO_DEVICE_ATTACH_IOMMUFD_PT _IO(VFIO_TYPE, VFIO_BASE + 19)
-struct vfio_device_detach_iommufd_pt { __u32 argsz, flags; };
-#define VFIO_DEVICE_DETACH_IOMMUFD_PT _IO(VFIO_TYPE, VFIO_BASE + 20)
-#endif
+enum {
+    IOMMU_TEST_OP_ADD_RESERVED = 1,
+    IOMMU_TEST_OP_MOCK_DOMAIN,
+    IOMMU_TEST_OP_MD_CHECK_MAP,
+    IOMMU_TEST_OP_MD_CHECK_REFS,
+    IOMMU_TEST_OP_CREATE_ACCESS,
+    IOMMU_TEST_OP_DESTROY_ACCESS_PAGES,
+    IOMMU_TEST_OP_ACCESS_PAGES,
+    IOMMU_TEST_OP_ACCESS_RW,
+    IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT,
+    IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE,
+    IOMMU_TEST_OP_ACCESS_REPLACE_IOAS,
+    IOMMU_TEST_OP_MOCK_DOMAIN_FLAGS,
+    IOMMU_TEST_OP_DIRTY,
+    IOMMU_TEST_OP_MD_CHECK_IOTLB,
+    IOMMU_TEST_OP_TRIGGER_IOPF,
+    IOMMU_TEST_OP_DEV_CHECK_CACHE,
+    IOMMU_TEST_OP_TRIGGER_VEVENT,
+    IOMMU_TEST_OP_PASID_ATTACH,
+    IOMMU_TEST_OP_PASID_REPLACE,
+    IOMMU_TEST_OP_PASID_DETACH,
+    IOMMU_TEST_OP_PASID_CHECK_HWPT,
+    IOMMU_TEST_OP_DMABUF_GET,
+    IOMMU_TEST_OP_DMABUF_REVOKE,
+};
 
-#define IOMMUFD_TYPE (';')
-#define IOMMUFD_CMD_BASE 0x80
-struct iommu_destroy { __u32 size, id; };
-#define IOMMU_DESTROY _IO(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 0)
-struct iommu_ioas_alloc { __u32 size, flags, out_ioas_id; };
-#define IOMMU_IOAS_ALLOC _IO(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 1)
-struct iommu_iova_range { __aligned_u64 start, last; };
-struct iommu_ioas_iova_ranges { __u32 size, ioas_id, num_iovas, __reserved; __aligned_u64 allowed_iovas, out_iova_alignment; };
-#define IOMMU_IOAS_IOVA_RANGES _IO(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 4)
-enum { IOMMU_IOAS_MAP_FIXED_IOVA = 1, IOMMU_IOAS_MAP_WRITEABLE = 2, IOMMU_IOAS_MAP_READABLE = 4 };
-struct iommu_ioas_map { __u32 size, flags, ioas_id, __reserved; __aligned_u64 user_va, length, iova; };
-#define IOMMU_IOAS_MAP _IO(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 5)
-struct iommu_ioas_unmap { __u32 size, ioas_id; __aligned_u64 iova, length; };
-#define IOMMU_IOAS_UNMAP _IO(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 6)
+enum { MOCK_IOMMUPT_DEFAULT = 0, MOCK_IOMMUPT_HUGE };
 
-/* The rest of <linux/iommufd.h> (Linux 7.2) that the iommufd_*.c examples use. */
-struct iommu_ioas_map_file { __u32 size, flags, ioas_id; __s32 fd; __aligned_u64 start, length, iova; };
-#define IOMMU_IOAS_MAP_FILE _IO(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 15)
-enum { IOMMU_HWPT_ALLOC_NEST_PARENT = 1, IOMMU_HWPT_ALLOC_DIRTY_TRACKING = 2,
-       IOMMU_HWPT_FAULT_ID_VALID = 4, IOMMU_HWPT_ALLOC_PASID = 8 };
-struct iommu_hwpt_alloc { __u32 size, flags, dev_id, pt_id, out_hwpt_id, __reserved, data_type, data_len;
-                          __aligned_u64 data_uptr; __u32 fault_id, __reserved2; };
-#define IOMMU_HWPT_ALLOC _IO(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 9)
-enum { IOMMU_HW_CAP_DIRTY_TRACKING = 1 };
-struct iommu_hw_info { __u32 size, flags, dev_id, data_len; __aligned_u64 data_uptr; __u32 out_data_type;
-                       __u8 out_max_pasid_log2, __reserved[3]; __aligned_u64 out_capabilities; };
-#define IOMMU_GET_HW_INFO _IO(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 10)
-enum { IOMMU_HWPT_DIRTY_TRACKING_ENABLE = 1, IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR = 1 };
-struct iommu_hwpt_set_dirty_tracking { __u32 size, flags, hwpt_id, __reserved; };
-#define IOMMU_HWPT_SET_DIRTY_TRACKING _IO(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 11)
-struct iommu_hwpt_get_dirty_bitmap { __u32 size, hwpt_id, flags, __reserved; __aligned_u64 iova, length, page_size, data; };
-#define IOMMU_HWPT_GET_DIRTY_BITMAP _IO(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 12)
-struct iommu_hwpt_invalidate { __u32 size, hwpt_id; __aligned_u64 data_uptr; __u32 data_type, entry_len, entry_num, __reserved; };
-#define IOMMU_HWPT_INVALIDATE _IO(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 13)
-enum { IOMMU_PGFAULT_FLAGS_PASID_VALID = 1, IOMMU_PGFAULT_FLAGS_LAST_PAGE = 2 };
-enum { IOMMU_PGFAULT_PERM_READ = 1, IOMMU_PGFAULT_PERM_WRITE = 2 };
-struct iommu_hwpt_pgfault { __u32 flags, dev_id, pasid, grpid, perm, __reserved; __aligned_u64 addr; __u32 length, cookie; };
-enum { IOMMUFD_PAGE_RESP_SUCCESS = 0, IOMMUFD_PAGE_RESP_INVALID = 1 };
-struct iommu_hwpt_page_response { __u32 cookie, code; };
-struct iommu_fault_alloc { __u32 size, flags, out_fault_id, out_fault_fd; };
-#define IOMMU_FAULT_QUEUE_ALLOC _IO(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 14)
-struct iommu_viommu_alloc { __u32 size, flags, type, dev_id, hwpt_id, out_viommu_id, data_len, __reserved; __aligned_u64 data_uptr; };
-#define IOMMU_VIOMMU_ALLOC _IO(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 16)
-struct iommu_vdevice_alloc { __u32 size, viommu_id, dev_id, out_vdevice_id; __aligned_u64 virt_id; };
-#define IOMMU_VDEVICE_ALLOC _IO(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 17)
-enum { IOMMU_VEVENTQ_FLAG_LOST_EVENTS = 1 };
-struct iommufd_vevent_header { __u32 flags, sequence; };
-struct iommu_veventq_alloc { __u32 size, flags, viommu_id, type, veventq_depth, out_veventq_id, out_veventq_fd, __reserved; };
-#define IOMMU_VEVENTQ_ALLOC _IO(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 19)
+/* true for MOCK_IOMMUPT_DEFAULT */
+enum {
+    MOCK_APERTURE_START = 1UL << 24,
+    MOCK_APERTURE_LAST = (1UL << 31) - 1,
+    MOCK_PAGE_SIZE = 2048,
+    MOCK_HUGE_PAGE_SIZE = 512 * MOCK_PAGE_SIZE,
+};
 
-/* drivers/iommu/iommufd/iommufd_test.h: the mock IOMMU (not installed by any package;
- * the kernel's selftests include it from the source tree). */
-enum { IOMMU_TEST_OP_MOCK_DOMAIN = 2, IOMMU_TEST_OP_MD_CHECK_IOTLB = 14, IOMMU_TEST_OP_TRIGGER_VEVENT = 17 };
-enum { MOCK_APERTURE_START = 1UL << 24 };
+enum { MOCK_FLAGS_ACCESS_WRITE = 1 << 0, MOCK_FLAGS_ACCESS_SYZ = 1 << 16 };
+enum { MOCK_ACCESS_RW_WRITE = 1 << 0, MOCK_ACCESS_RW_SLOW_PATH = 1 << 2 };
+enum { MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES = 1 << 0 };
+enum { MOCK_FLAGS_DEVICE_NO_DIRTY = 1 << 0, MOCK_FLAGS_DEVICE_PASID = 1 << 2 };
+enum { MOCK_NESTED_DOMAIN_IOTLB_ID_MAX = 3, MOCK_NESTED_DOMAIN_IOTLB_NUM = 4 };
+enum { MOCK_DEV_CACHE_ID_MAX = 3, MOCK_DEV_CACHE_NUM = 4 };
+
+#define IOMMU_TEST_PASID_RESERVED 1024
+
 struct iommu_test_cmd {
-    __u32 size, op, id, __reserved;
+    __u32 size;
+    __u32 op;
+    __u32 id;
+    __u32 __reserved;
     union {
+        struct { __aligned_u64 start, length; } add_reserved;
         struct { __u32 out_stdev_id, out_hwpt_id, out_idev_id; } mock_domain;
+        struct { __u32 out_stdev_id, out_hwpt_id, out_idev_id, dev_flags; } mock_domain_flags;
+        struct { __u32 pt_id; } mock_domain_replace;
+        struct { __aligned_u64 iova, length, uptr; } check_map;
+        struct { __aligned_u64 length, uptr; __u32 refs; } check_refs;
+        struct { __u32 out_access_fd, flags; } create_access;
+        struct { __u32 access_pages_id; } destroy_access_pages;
+        struct { __u32 flags, out_access_pages_id; __aligned_u64 iova, length, uptr; } access_pages;
+        struct { __aligned_u64 iova, length, uptr; __u32 flags; } access_rw;
+        struct { __u32 limit; } memory_limit;
+        struct { __u32 ioas_id; } access_replace_ioas;
+        struct { __u32 flags; __aligned_u64 iova, length, page_size, uptr, out_nr_dirty; } dirty;
         struct { __u32 id, iotlb; } check_iotlb;
+        struct { __u32 dev_id, pasid, grpid, perm; __u64 addr; } trigger_iopf;
+        struct { __u32 id, cache; } check_dev_cache;
         struct { __u32 dev_id; } trigger_vevent;
-        struct { __u32 flags; __aligned_u64 iova, length, page_size, uptr, out_nr_dirty; } dirty; /* the largest */
+        struct { __u32 pasid, pt_id; } pasid_attach;  /* @id is the stdev_id */
+        struct { __u32 pasid, pt_id; } pasid_replace;
+        struct { __u32 pasid; } pasid_detach;
+        struct { __u32 pasid, hwpt_id; } pasid_check;
+        struct { __u32 length, open_flags; } dmabuf_get;
+        struct { __s32 dmabuf_fd; __u32 revoked; } dmabuf_revoke;
     };
     __u32 last;
 };
 #define IOMMU_TEST_CMD _IO(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 32)
+
+#define MOCK_PASID_WIDTH 20
+
 #define IOMMU_HW_INFO_TYPE_SELFTEST 0xfeedbeef
 #define IOMMU_HW_INFO_SELFTEST_REGVAL 0xdeadbeef
 struct iommu_test_hw_info { __u32 flags, test_reg; };
+
+/* none of these may equal a value of the uapi enums they extend */
 #define IOMMU_HWPT_DATA_SELFTEST 0xdead
 #define IOMMU_TEST_IOTLB_DEFAULT 0xbadbeef
+#define IOMMU_TEST_DEV_CACHE_DEFAULT 0xbaddad
 struct iommu_hwpt_selftest { __u32 iotlb, pagetable_type; };
+
 #define IOMMU_HWPT_INVALIDATE_DATA_SELFTEST 0xdeadbeef
+#define IOMMU_HWPT_INVALIDATE_DATA_SELFTEST_INVALID 0xdadbeef
+#define IOMMU_TEST_INVALIDATE_FLAG_ALL (1 << 0)
 struct iommu_hwpt_invalidate_selftest { __u32 flags, iotlb_id; };
+
 #define IOMMU_VIOMMU_TYPE_SELFTEST 0xdeadbeef
+struct iommu_viommu_selftest { __u32 in_data, out_data; __aligned_u64 out_mmap_offset, out_mmap_length; };
+
+#define IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST 0xdeadbeef
+#define IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST_INVALID 0xdadbeef
+struct iommu_viommu_invalidate_selftest { __u32 flags, vdev_id, cache_id; };
+
 #define IOMMU_VEVENTQ_TYPE_SELFTEST 0xbeefbeef
 struct iommu_viommu_event_selftest { __u32 virt_id; };
+
+#define IOMMU_HW_QUEUE_TYPE_SELFTEST 0xdeadbeef
+#define IOMMU_TEST_HW_QUEUE_MAX 2

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.uapi import build_example
+
 pytestmark = pytest.mark.mount
 
 CLIENT = str(Path(__file__).with_name("vfio_client.py"))
@@ -121,19 +123,7 @@ def test_stopped_client_does_not_block_others(mnt: Path, tmp_path: Path) -> None
     p.send_signal(signal.SIGSTOP)
     try:
         # another process uses another device of another group meanwhile
-        exe = tmp_path / "cdev"
-        root = Path(__file__).resolve().parents[2]
-        subprocess.run(
-            [
-                "gcc",
-                "-I",
-                str(root / "examples"),
-                "-o",
-                str(exe),
-                str(root / "examples/cdev_iommufd.c"),
-            ],
-            check=True,
-        )
+        exe = build_example("cdev_iommufd", tmp_path)
         r = subprocess.run(
             [exe, "0000:00:05.0"],
             capture_output=True,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.uapi import build_example, uapi_cflags
 from vfiofs.abi import iommufd as I, iommufd_test as T, vfio as V
 from vfiofs.devices.models.memcpy import DOORBELL, DST, LEN, SRC, STATUS
 
@@ -26,17 +27,9 @@ TOPOLOGY = ROOT / "examples/iommufd_mock.toml"
 START = T.MOCK_APERTURE_START
 
 
-def _build(tmp_path: Path, name: str) -> Path:
-    exe = tmp_path / name
-    src = ROOT / f"examples/{name}.c"
-    subprocess.run(["gcc", "-Wall", "-Werror", "-o", str(exe), str(src)], check=True)
-    return exe
-
-
-@pytest.mark.parametrize("name", ["iommufd_nested", "iommufd_dirty", "iommufd_fault"])
-def test_example_under_vfiofs_run(tmp_path: Path, name: str) -> None:
-    exe = _build(tmp_path, name)
-    r = subprocess.run(
+def _run(exe: Path) -> subprocess.CompletedProcess[str]:
+    """``vfiofs run`` the mock topology with ``exe``; its result."""
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -52,6 +45,11 @@ def test_example_under_vfiofs_run(tmp_path: Path, name: str) -> None:
         timeout=120,
         cwd=ROOT,
     )
+
+
+@pytest.mark.parametrize("name", ["iommufd_nested", "iommufd_dirty", "iommufd_fault"])
+def test_example_under_vfiofs_run(tmp_path: Path, name: str) -> None:
+    r = _run(build_example(name, tmp_path))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "FAIL" not in r.stdout
     assert r.stdout.rstrip().endswith("done, 0 failures")
@@ -144,23 +142,7 @@ def test_map_file_memfd_receives_device_dma(mock_mount) -> None:  # type: ignore
 def test_test_cmd_fds_under_vfiofs_run(compile_c) -> None:  # type: ignore[no-untyped-def]
     """CREATE_ACCESS (out_access_fd), ACCESS_RW/PAGES through that fd (resolved by the
     seccomp supervisor), DMABUF_GET (fd as return value), MAP_FILE of the dma-buf."""
-    exe = compile_c("iommufd_test_fds")
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vfiofs",
-            "run",
-            "--config",
-            str(TOPOLOGY),
-            "--",
-            str(exe),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    r = _run(compile_c("iommufd_test_fds", *uapi_cflags()))
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.rstrip().endswith("done, 0 failures")
     assert "Traceback" not in r.stderr

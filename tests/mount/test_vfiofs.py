@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.uapi import build_example
+
 pytestmark = pytest.mark.mount
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,19 +40,7 @@ def vfiofs_run(
 
 @pytest.fixture
 def legacy(tmp_path: Path) -> Path:
-    exe = tmp_path / "legacy_type1"
-    subprocess.run(
-        [
-            "gcc",
-            "-Wall",
-            "-Werror",
-            "-o",
-            str(exe),
-            str(ROOT / "examples/legacy_type1.c"),
-        ],
-        check=True,
-    )
-    return exe
+    return build_example("legacy_type1", tmp_path)
 
 
 @pytest.fixture
@@ -262,18 +252,7 @@ def test_daemon_killed_then_umount_leaves_nothing(start_daemon, mounted, sig) ->
 
 
 def test_run_dma_memcpy_through_the_iommu_with_msix(tmp_path: Path) -> None:
-    exe = tmp_path / "dma_memcpy"
-    subprocess.run(
-        [
-            "gcc",
-            "-Wall",
-            "-Werror",
-            "-o",
-            str(exe),
-            str(ROOT / "examples/dma_memcpy.c"),
-        ],
-        check=True,
-    )
+    exe = build_example("dma_memcpy", tmp_path)
     for group, bdf in (
         ("0", "0000:00:04.0"),
         ("1", "0000:00:05.1"),
@@ -289,21 +268,7 @@ def test_run_dma_memcpy_through_the_iommu_with_msix(tmp_path: Path) -> None:
 
 @pytest.fixture
 def cdev_example(tmp_path: Path) -> Path:
-    exe = tmp_path / "cdev_iommufd"
-    subprocess.run(
-        [
-            "gcc",
-            "-Wall",
-            "-Werror",
-            "-I",
-            str(ROOT / "examples"),
-            "-o",
-            str(exe),
-            str(ROOT / "examples/cdev_iommufd.c"),
-        ],
-        check=True,
-    )
-    return exe
+    return build_example("cdev_iommufd", tmp_path)
 
 
 def test_cdev_iommufd_flow_on_a_plain_mount(mounted_default, cdev_example) -> None:  # type: ignore[no-untyped-def]
@@ -371,19 +336,13 @@ def test_iommufd_compat_container_runs_the_legacy_programs(
     )
     r = vfiofs_run(str(legacy), "0", "0000:00:04.0", config=str(cfg))
     assert r.returncode == 0, r.stdout + r.stderr
-    dma = tmp_path / "dma"
-    subprocess.run(
-        ["gcc", "-o", str(dma), str(ROOT / "examples/dma_memcpy.c")], check=True
-    )
+    dma = build_example("dma_memcpy", tmp_path)
     r = vfiofs_run(str(dma), "0", "0000:00:04.0", config=str(cfg))
     assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_dma_memcpy_cdev_path_on_a_plain_mount(mounted_default, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    exe = tmp_path / "dma_memcpy"
-    subprocess.run(
-        ["gcc", "-o", str(exe), str(ROOT / "examples/dma_memcpy.c")], check=True
-    )
+    exe = build_example("dma_memcpy", tmp_path)
     env = dict(os.environ, VFIO_ROOT=str(mounted_default.mountpoint))
     r = subprocess.run(
         [exe, "cdev", "vfio0"], capture_output=True, text=True, timeout=60, env=env

@@ -10,23 +10,18 @@ too old for iommufd). Without them or gcc the test skips, except in CI where it 
 from __future__ import annotations
 
 import enum
-import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
+from tests.uapi import INCLUDE, uapi_cflags
 from vfiofs.abi import fuse_kernel, iommufd, pci_regs, poll, vfio
 from vfiofs.abi._cstruct import CStruct, CTuple
 
-ROOT = Path(__file__).resolve().parents[3]
-UAPI = Path(os.environ.get("VFIOFS_UAPI", ROOT / "build" / "uapi"))
-INCLUDE = UAPI / "usr" / "include"
 HEADERS = {
     fuse_kernel: "linux/fuse.h",
     vfio: "linux/vfio.h",
@@ -157,15 +152,7 @@ class Report:
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Report:
-    missing = []
-    if shutil.which("gcc") is None:
-        missing.append("gcc")
-    if not (INCLUDE / "linux" / "iommufd.h").exists():
-        missing.append(f"{INCLUDE} (make headers)")
-    if missing:
-        if os.environ.get("CI"):
-            pytest.fail(f"the ABI check needs {', '.join(missing)}")
-        pytest.skip(f"the ABI check needs {', '.join(missing)}")
+    cflags = uapi_cflags()
     text = {mod: (INCLUDE / h).read_text() for mod, h in HEADERS.items()}
     alltext = "\n".join(text.values())
     lines = []
@@ -200,18 +187,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Report:
     )
     exe = src.with_suffix("")
     subprocess.run(
-        [
-            "gcc",
-            "-Wall",
-            "-Werror",
-            "-I",
-            str(INCLUDE),
-            "-I",
-            str(INCLUDE / "x86_64-linux-gnu"),
-            "-o",
-            str(exe),
-            str(src),
-        ],
+        ["gcc", "-Wall", "-Werror", *cflags, "-o", str(exe), str(src)],
         check=True,
         capture_output=True,
         text=True,
