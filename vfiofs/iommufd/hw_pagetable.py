@@ -20,6 +20,7 @@ from ..errors import KernelError
 from ..ioctl_table import Ucmd
 from ..iommu.user_data import UserData, UserDataArray, user_data
 from .driver import iommu_report_device_fault
+from .io_pagetable import iommufd_check_iova_range
 from .iommufd_private import (
     IOMMU_NO_PASID,
     Hwpt,
@@ -33,7 +34,7 @@ from .iommufd_private import (
     IopfFault,
     iommufd_hwpt_paging_alloc,
 )
-from .iova_bitmap import iova_bitmap_check, iova_bitmap_set
+from .iova_bitmap import iova_bitmap_set
 
 NESTED_FLAGS = I.IOMMU_HWPT_FAULT_ID_VALID | I.IOMMU_HWPT_ALLOC_PASID
 
@@ -155,7 +156,7 @@ def iommufd_hwpt_get_dirty_bitmap(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     if not domain.dirty_ops:
         raise KernelError(errno.EOPNOTSUPP, "the HWPT cannot track dirty pages")
     assert hwpt.ioas is not None
-    iova_bitmap_check(hwpt.ioas.iopt.iova_alignment, c.iova, c.length, c.page_size)
+    iommufd_check_iova_range(hwpt.ioas.iopt, c.iova, c.length, c.page_size)
     dirty = domain.read_and_clear_dirty(
         c.iova,
         c.length,

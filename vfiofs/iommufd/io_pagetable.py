@@ -34,6 +34,7 @@ from ..iommu.iova import iova_holes, iova_overlaps, iova_reserved_hit
 from ..iommu.pagetable import IOMMU_READ, IOMMU_WRITE
 from ..uaccess import (
     CAP_IPC_LOCK,
+    PAGE_SIZE,
     AddressSpace,
     Caller,
     FileMemory,
@@ -44,7 +45,6 @@ from ..uaccess import (
 log = logging.getLogger("vfiofs.iommufd")
 
 U64_MAX = (1 << 64) - 1
-PAGE = 4096
 
 
 class IoptAccess(Protocol):
@@ -90,7 +90,7 @@ class Area:
     @property
     def page_offset(self) -> int:
         """``area->page_offset``: where the memory starts in its CPU page."""
-        return self.user_va % PAGE
+        return self.user_va % PAGE_SIZE
 
 
 @attrs.define(eq=False)
@@ -170,7 +170,7 @@ class IoPagetable:
         """
         if length == 0 or length >= U64_MAX // 2:
             raise KernelError(errno.EOVERFLOW, f"length {length:#x}")
-        page_offset = uptr % PAGE
+        page_offset = uptr % PAGE_SIZE
         size_align = 1 << (length - 1).bit_length()
         align = size_align if not uptr else min(size_align, uptr & -uptr)
         if align < self.iova_alignment:
@@ -178,10 +178,14 @@ class IoPagetable:
                 errno.EINVAL,
                 f"user address {uptr:#x} is less aligned than {self.iova_alignment:#x}",
             )
-        spans = self.allowed if self.allowed is not None else [(PAGE, U64_MAX - PAGE)]
+        spans = (
+            self.allowed
+            if self.allowed is not None
+            else [(PAGE_SIZE, U64_MAX - PAGE_SIZE)]
+        )
         used = [(a.iova, a.last) for a in self.areas] + self.reserved_ranges()
         for lo, hi in spans:
-            lo, hi = max(lo, PAGE), min(hi, U64_MAX - PAGE)
+            lo, hi = max(lo, PAGE_SIZE), min(hi, U64_MAX - PAGE_SIZE)
             for hole_lo, hole_hi in iova_holes(lo, hi, used):
                 start = -(-hole_lo // align) * align | page_offset
                 if start <= hole_hi and hole_hi - start >= length - 1:
@@ -232,7 +236,7 @@ class IoPagetable:
         range there), then every area is loaded (pinning on the first domain). On
         failure nothing changes."""
         new = max(domain.min_page_size, self.iova_alignment)
-        if new > PAGE:
+        if new > PAGE_SIZE:
             raise KernelError(errno.EINVAL, f"IO page size {new:#x} above PAGE_SIZE")
         self.check_iova_alignment(new)
         lo, hi = domain.aperture_start, domain.aperture_end
@@ -280,7 +284,7 @@ def _iova_alignment(
     """``iopt_calculate_iova_alignment``: PAGE_SIZE without huge pages, else 1; raised
     to each domain's smallest IO page and each access's alignment."""
     return max(
-        [1 if huge else PAGE]
+        [1 if huge else PAGE_SIZE]
         + [d.min_page_size for d in domains]
         + [a.iova_alignment for a in accesses]
     )
@@ -308,7 +312,7 @@ def _account(caller: Caller) -> AddressSpace | None:
 def iopt_alloc_pages(caller: Caller, uptr: int, length: int) -> IoptPages:
     """``iopt_alloc_user_pages``: EINVAL for an empty or huge length, EOVERFLOW when the
     user range wraps. The account mode is decided here, by the mapper's capability."""
-    if length == 0 or length > U64_MAX - PAGE:
+    if length == 0 or length > U64_MAX - PAGE_SIZE:
         raise KernelError(errno.EINVAL, f"length {length:#x}")
     if uptr + length > U64_MAX:
         raise KernelError(errno.EOVERFLOW, "user range wraps")
@@ -328,7 +332,7 @@ def iopt_alloc_file_pages(
     range wraps; ``memfd_pin_folios`` pins only shmem and hugetlbfs folios (EINVAL
     otherwise) and nothing past the end (EINVAL). A dma-buf's pages are never charged
     (the exporter's, not pinned user memory)."""
-    if length == 0 or length > U64_MAX - PAGE:
+    if length == 0 or length > U64_MAX - PAGE_SIZE:
         raise KernelError(errno.EINVAL, f"length {length:#x}")
     if start + length > U64_MAX:
         raise KernelError(errno.EOVERFLOW, "start + length wraps")
@@ -374,10 +378,10 @@ def iopt_alloc_area(
     else:
         iopt_check_iova(iopt, iova, length)
     for p in pages:
-        if p.start % PAGE % align:
+        if p.start % PAGE_SIZE % align:
             raise KernelError(
                 errno.EINVAL,
-                f"memory at page offset {p.start % PAGE:#x} (alignment {align:#x})",
+                f"memory at page offset {p.start % PAGE_SIZE:#x} (alignment {align:#x})",
             )
     return iova
 
@@ -428,7 +432,7 @@ def iopt_map_user_pages(
     iova = iopt_alloc_area(iopt, iova, [pages])
     # pinning faults in pages that are not there (or not writable)
     caller.mm.check_range(
-        uptr & ~(PAGE - 1), length, write=bool(prot & IOMMU_IOAS_MAP_WRITEABLE)
+        uptr & ~(PAGE_SIZE - 1), length, write=bool(prot & IOMMU_IOAS_MAP_WRITEABLE)
     )
     iopt_fill_domains(iopt, iova, [pages], prot)
     return iova
@@ -535,6 +539,27 @@ def iommufd_access_notify_unmap(iopt: IoPagetable, iova: int, length: int) -> No
     """``iommufd_access_notify_unmap``: every access on the table hears of the unmap."""
     for access in list(iopt.accesses):
         access.notify_unmap(iova, length)
+
+
+def iommufd_check_iova_range(
+    iopt: IoPagetable, iova: int, length: int, page_size: int
+) -> None:
+    """``iommufd_check_iova_range`` (GET_DIRTY_BITMAP): EOVERFLOW for a range that
+    wraps (length 0 too), EINVAL for one not aligned to the IOAS alignment or to
+    ``page_size`` (or ``page_size`` 0; ``iova_bitmap_alloc`` takes its ``__ffs``, so
+    a power of two)."""
+    last = iova + length - 1
+    if length == 0 or last > U64_MAX:
+        raise KernelError(errno.EOVERFLOW, "iova + length wraps")
+    align = iopt.iova_alignment
+    if iova % align or (last + 1) % align:
+        raise KernelError(errno.EINVAL, f"range not aligned to {align:#x}")
+    if not page_size or page_size & (page_size - 1):
+        raise KernelError(errno.EINVAL, f"page_size {page_size:#x}")
+    if iova % page_size or (last + 1) % page_size:
+        raise KernelError(
+            errno.EINVAL, f"range not aligned to page_size {page_size:#x}"
+        )
 
 
 def iopt_disable_large_pages(iopt: IoPagetable) -> None:

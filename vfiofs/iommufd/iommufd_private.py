@@ -41,9 +41,9 @@ from ..iommu.domain import IommuDomain
 from ..iommu.driver import IOMMU_CAP_DIRTY_TRACKING, IommuDriver
 from ..iommu.group import IommuGroup
 from ..iommu.user_data import UserData, UserDataArray
-from ..uaccess import Caller
+from ..uaccess import PAGE_SIZE, Caller
 from ..waitqueue import WaitQueue
-from .io_pagetable import PAGE, Area, IoPagetable
+from .io_pagetable import Area, IoPagetable
 
 log = logging.getLogger("vfiofs.iommufd")
 
@@ -401,7 +401,7 @@ class IommufdAccess(IommufdObject):
     @property
     def iova_alignment(self) -> int:
         """``access->iova_alignment``: pinning works in whole CPU pages."""
-        return PAGE if self.ops.needs_pin_pages else 1
+        return PAGE_SIZE if self.ops.needs_pin_pages else 1
 
     def notify_unmap(self, iova: int, length: int) -> None:
         """The IOAS is unmapping ``[iova, iova+length)``: the holder unpins."""

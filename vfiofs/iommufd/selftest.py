@@ -40,7 +40,7 @@ from ..iommu.group import IommuGroup
 from ..iommu.mock_pagetable import MOCK_HUGE_PAGE_SIZE, MOCK_IO_PAGE_SIZE, MockPageTable
 from ..iommu.pagetable import PageTable
 from ..iommu.user_data import UserData, UserDataArray
-from ..uaccess import OurFile
+from ..uaccess import PAGE_SIZE, OurFile
 from .access import (
     iommufd_access_attach,
     iommufd_access_create,
@@ -61,7 +61,7 @@ from .driver import (
     iommufd_viommu_find_dev,
     iommufd_viommu_report_event,
 )
-from .io_pagetable import IoPagetable, iopt_set_revoked
+from .io_pagetable import U64_MAX, IoPagetable, iopt_set_revoked
 from .iommufd_private import (
     AccessOps,
     DmaBuf,
@@ -83,8 +83,6 @@ from .iommufd_private import (
 
 log = logging.getLogger("vfiofs.iommufd")
 
-PAGE = 4096
-U64_MAX = (1 << 64) - 1
 MOCK_APERTURE = (T.MOCK_APERTURE_START, T.MOCK_APERTURE_LAST)
 
 
@@ -540,7 +538,7 @@ def test_md_check_refs(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     """The pin count of each page: areas of this context's IOASes over it that are
     pinned (the IOAS has a domain, or an access pins the area)."""
     r = _payload(ucmd, T.CheckRefs)
-    if r.length % PAGE or r.uptr % PAGE or r.uptr + r.length > U64_MAX:
+    if r.length % PAGE_SIZE or r.uptr % PAGE_SIZE or r.uptr + r.length > U64_MAX:
         raise KernelError(errno.EINVAL, "alignment or overflow")
     caller = ucmd.caller
     areas = [
@@ -551,7 +549,7 @@ def test_md_check_refs(ictx: IommufdCtx, ucmd: Ucmd) -> int:
         and getattr(a.mm, "tgid", None) == caller.tgid
         and a.file is None
     ]
-    for va in range(r.uptr, r.uptr + r.length, PAGE):
+    for va in range(r.uptr, r.uptr + r.length, PAGE_SIZE):
         caller.mm.check_range(va, 1, write=False)
         refs = sum(1 for a in areas if a.user_va <= va < a.user_va + a.length)
         if refs != r.refs:
@@ -559,25 +557,28 @@ def test_md_check_refs(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     return 0
 
 
+def _check_entry(entries: list[int], index: int, want: int, what: str) -> None:
+    """A mock IOTLB or device-cache entry holds ``want``: EINVAL otherwise, also for an
+    index past the last entry."""
+    if index >= len(entries) or entries[index] != want:
+        raise KernelError(errno.EINVAL, f"{what}[{index}] is not {want:#x}")
+
+
 def test_md_check_iotlb(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     chk = _payload(ucmd, T.CheckIotlb)
-    hwpt = ictx.get(ucmd.cmd.id, HwptNested)
-    d = hwpt.domain
+    d = ictx.get(ucmd.cmd.id, HwptNested).domain
     if not isinstance(d, MockNestedDomain):
         raise KernelError(errno.EINVAL, "not a mock nested domain")
-    if chk.id > T.MOCK_NESTED_DOMAIN_IOTLB_ID_MAX or d.iotlb[chk.id] != chk.iotlb:
-        raise KernelError(errno.EINVAL, f"iotlb[{chk.id}] is not {chk.iotlb:#x}")
+    _check_entry(d.iotlb, chk.id, chk.iotlb, "iotlb")
     return 0
 
 
 def test_dev_check_cache(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     chk = _payload(ucmd, T.CheckDevCache)
-    idev = ictx.get(ucmd.cmd.id, IommufdDevice)
-    dev = idev.dev
+    dev = ictx.get(ucmd.cmd.id, IommufdDevice).dev
     if not isinstance(dev, MockDev):
         raise KernelError(errno.EINVAL, "not a mock device")
-    if chk.id > T.MOCK_DEV_CACHE_ID_MAX or dev.cache[chk.id] != chk.cache:
-        raise KernelError(errno.EINVAL, f"cache[{chk.id}] is not {chk.cache:#x}")
+    _check_entry(dev.cache, chk.id, chk.cache, "cache")
     return 0
 
 
@@ -795,8 +796,8 @@ def test_dmabuf_get(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     """A dma-buf of ``length`` bytes (page-aligned up, at most 512 pages); its fd is
     the ioctl's return value."""
     g = _payload(ucmd, T.DmabufGet)
-    length = (g.length + PAGE - 1) // PAGE * PAGE
-    if length == 0 or length > 512 * PAGE:
+    length = (g.length + PAGE_SIZE - 1) // PAGE_SIZE * PAGE_SIZE
+    if length == 0 or length > 512 * PAGE_SIZE:
         raise KernelError(errno.EINVAL, f"length {g.length}")
     o_cloexec = 0o2000000
     if g.open_flags & ~(o_cloexec | 0o2):  # dma_buf_fd(): O_CLOEXEC, O_RDWR

@@ -16,14 +16,14 @@ from ..abi import iommufd as I
 from ..errors import KernelError
 from ..ioctl_table import Ucmd
 from ..iommu.user_data import user_data
-from ..uaccess import MemorySource
+from ..uaccess import PAGE_SIZE, MemorySource
 from .access import (
     iommufd_access_attach_internal,
     iommufd_access_create_internal,
     iommufd_access_destroy,
     iommufd_access_pin_pages,
 )
-from .io_pagetable import PAGE
+from .io_pagetable import U64_MAX
 from .iommufd_private import (
     HwptPaging,
     IommufdAccess,
@@ -33,8 +33,6 @@ from .iommufd_private import (
     IommufdVdevice,
     IommufdViommu,
 )
-
-ULONG_MAX = (1 << 64) - 1
 
 
 def iommufd_viommu_alloc_ioctl(ictx: IommufdCtx, ucmd: Ucmd) -> int:
@@ -64,7 +62,7 @@ def iommufd_viommu_alloc_ioctl(ictx: IommufdCtx, ucmd: Ucmd) -> int:
 
 def iommufd_vdevice_alloc_ioctl(ictx: IommufdCtx, ucmd: Ucmd) -> int:
     c = ucmd.cmd
-    if c.virt_id > ULONG_MAX:
+    if c.virt_id > U64_MAX:
         raise KernelError(errno.EINVAL, "virt_id")
     viommu = ictx.get(c.viommu_id, IommufdViommu)
     idev = ictx.get(c.dev_id, IommufdDevice)
@@ -89,9 +87,9 @@ def _hw_queue_alloc_phys(
 ) -> tuple[IommufdAccess, tuple[MemorySource, int]]:
     """Pin the queue memory in the parent IOAS; it must be one contiguous run of one
     process's memory (EFAULT otherwise: the hardware reads it by physical address)."""
-    aligned = c.nesting_parent_iova & ~(PAGE - 1)
+    aligned = c.nesting_parent_iova & ~(PAGE_SIZE - 1)
     offset = c.nesting_parent_iova - aligned
-    length = (offset + c.length + PAGE - 1) // PAGE * PAGE
+    length = (offset + c.length + PAGE_SIZE - 1) // PAGE_SIZE * PAGE_SIZE
     assert viommu.hwpt is not None and viommu.hwpt.ioas is not None
     access = iommufd_access_create_internal(viommu.ictx)
     iommufd_access_attach_internal(access, viommu.hwpt.ioas)
@@ -115,7 +113,7 @@ def iommufd_hw_queue_alloc_ioctl(ictx: IommufdCtx, ucmd: Ucmd) -> int:
         raise KernelError(errno.EOPNOTSUPP, "flags or type")
     if not c.length:
         raise KernelError(errno.EINVAL, "length 0")
-    if c.nesting_parent_iova + c.length - 1 > ULONG_MAX:
+    if c.nesting_parent_iova + c.length - 1 > U64_MAX:
         raise KernelError(errno.EOVERFLOW, "nesting_parent_iova + length")
     viommu = ictx.get(c.viommu_id, IommufdViommu)
     if not viommu.ops.get_hw_queue_size(viommu, c.type):
