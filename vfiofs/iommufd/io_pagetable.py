@@ -465,17 +465,11 @@ def iopt_get_pages(iopt: IoPagetable, iova: int, length: int) -> list[IoptPages]
     if last > U64_MAX:
         raise KernelError(errno.EOVERFLOW, f"{iova:#x}+{length:#x} wraps")
     pieces = []
-    cur = iova
-    for a in iopt.overlapping(iova, last):
-        if a.iova > cur:
-            break
-        hi = min(a.last, last)
+    for a in iopt_area_contig(iopt, iova, length):
+        lo, hi = max(a.iova, iova), min(a.last, last)
         pieces.append(
-            IoptPages(a.mm, a.user_va + (cur - a.iova), hi - cur + 1, a.acct, a.file)
+            IoptPages(a.mm, a.user_va + (lo - a.iova), hi - lo + 1, a.acct, a.file)
         )
-        cur = hi + 1
-    if cur <= last:
-        raise KernelError(errno.ENOENT, f"{iova:#x}+{length:#x} is not entirely mapped")
     return pieces
 
 
