@@ -14,7 +14,7 @@ iommufd_viommu_ops``), so it is typed loosely here, below iommufd.
 from __future__ import annotations
 
 import errno
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from ..errors import KernelError
 from .domain import IommuDomain
@@ -95,6 +95,6 @@ class IommuDriver:
         return 0
 
     def viommu_init(
-        self, viommu: Any, parent: IommuDomain, user_data: UserData | None
+        self, viommu: object, parent: IommuDomain, user_data: UserData | None
     ) -> None:
         raise KernelError(errno.EOPNOTSUPP, "no vIOMMU")
