@@ -3,7 +3,8 @@
 `VfioTree` is a `VfioCore` listener: a registered device gets its sysfs directory, its
 ``vfio-dev/vfioX`` entries and ``dev/vfio/devices/vfioX``; a new group gets
 ``dev/vfio/<name>``, ``sys/kernel/iommu_groups/<N>`` and its ``vfio`` class device.
-Unregistering removes them again. Modes and owners are those of a real system.
+Unregistering removes them again. Modes are those of a real system; the group files, cdevs
+and dev/iommu belong to `owner` (root, or the user running the daemon).
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ from .sysfs import (
 )
 
 
-def _dev(mode: int, opener: Any) -> DeviceNode:
-    return DeviceNode(mode=stat.S_IFREG | mode, opener=opener)
+def _dev(mode: int, opener: Any, owner: tuple[int, int] = (0, 0)) -> DeviceNode:
+    return DeviceNode(
+        mode=stat.S_IFREG | mode, opener=opener, uid=owner[0], gid=owner[1]
+    )
 
 
 @attrs.define(eq=False)
@@ -46,6 +49,8 @@ class VfioTree:
     root: Directory
     core: VfioCore
     iommufd_open: Callable[[Caller, int], Any] | None = None  # dev/iommu, with IOMMUFD
+    # (uid, gid) of the group files, cdevs and dev/iommu (the container is root's 0666)
+    owner: tuple[int, int] = (0, 0)
     group_minors: dict[str, int] = attrs.Factory(dict)
 
     def __attrs_post_init__(self) -> None:
@@ -62,7 +67,7 @@ class VfioTree:
             misc = sys_.mkdir("class").mkdir("misc").mkdir("vfio")
             misc.add("dev", Attribute(show=text(f"{MISC_MAJOR}:{VFIO_MINOR}")))
         if self.iommufd_open is not None:
-            dev.add("iommu", _dev(0o660, self.iommufd_open))
+            dev.add("iommu", _dev(0o660, self.iommufd_open, self.owner))
             sys_.mkdir("class").mkdir("misc").mkdir("iommu").add(
                 "dev", Attribute(show=text(f"{MISC_MAJOR}:{IOMMU_MISC_MINOR}"))
             )
@@ -117,7 +122,7 @@ class VfioTree:
         self.group_minors[group.name] = minor
         vfio = self.root.walk("dev/vfio")
         assert isinstance(vfio, Directory)
-        vfio.add(group.name, _dev(0o600, group.open))
+        vfio.add(group.name, _dev(0o600, group.open, self.owner))
         ig = group.iommu_group
         gdir = self._sys("kernel/iommu_groups").mkdir(str(ig.id))
         populate_iommu_group(
@@ -202,7 +207,12 @@ class VfioTree:
         devices = self.root.walk("dev/vfio/devices")
         assert isinstance(devices, Directory)
         devices.add(
-            name, _dev(0o600, lambda caller, flags: self.cdev_open(vdev, caller, flags))
+            name,
+            _dev(
+                0o600,
+                lambda caller, flags: self.cdev_open(vdev, caller, flags),
+                self.owner,
+            ),
         )
 
     def cdev_open(self, vdev: VfioDevice, caller: Caller, flags: int) -> OpenFile:
