@@ -181,7 +181,11 @@ def cmd_mount(args: argparse.Namespace) -> int:
         if errors is None:
             raise
         for err in errors:
-            print(f"vfiofs: {err}", file=sys.stderr)
+            why = err.strerror or str(err)
+            print(
+                f"vfiofs: {err.filename}: {why}" if err.filename else f"vfiofs: {why}",
+                file=sys.stderr,
+            )
         return 1
     return 0
 

@@ -147,7 +147,12 @@ class VfioTree:
         dbg = self._sys("kernel/debug/vfiofs/iommu_groups").mkdir(str(ig.id))
         dbg.add(
             "mappings",
-            Attribute(mode=stat.S_IFREG | 0o400, show=lambda: _mappings_text(ig)),
+            Attribute(
+                mode=stat.S_IFREG | 0o400,
+                show=lambda: _mappings_text(ig),
+                uid=self.owner[0],
+                gid=self.owner[1],
+            ),
         )
 
     def group_removed(self, group: Any) -> None:

@@ -108,7 +108,9 @@ def _fusermount(mountpoint: str, opts: MountOptions) -> int:
             cmd, env=env, pass_fds=[theirs.fileno()], capture_output=True, check=False
         )
         if proc.returncode != 0:
-            raise OSError(errno.EPERM, f"fusermount3: {proc.stderr.decode().strip()}")
+            why = proc.stderr.decode(errors="replace").strip()
+            why = why.removeprefix(f"{exe}: ")  # it names itself by its argv[0]
+            raise OSError(errno.EPERM, f"fusermount3: {why}")
         _, fds, _, _ = socket.recv_fds(ours, 1, 1)
     if not fds:
         raise OSError(errno.EIO, "fusermount3 sent no fd")
