@@ -24,6 +24,7 @@ from tests.support import (  # noqa: E402
     cannot_run,
     in_ci,
     is_mounted,
+    mounts_at,
     wait_for_mount,
 )
 
@@ -79,15 +80,21 @@ class Daemon:
 
     def __init__(self, argv: list[str], mountpoint: Path, log: Path) -> None:
         self.mountpoint = mountpoint
+        # mounts already at the mountpoint: ours goes on top of them (--force)
+        self.below = len(mounts_at(mountpoint))
         self.log = log
         self._logf = open(log, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             argv, stdout=self._logf, stderr=subprocess.STDOUT, cwd=ROOT
         )
 
+    def mounted(self) -> bool:
+        """Whether the daemon's own mount (the one above ``below``) is there."""
+        return len(mounts_at(self.mountpoint)) > self.below
+
     def wait_mounted(self) -> None:
         try:
-            wait_for_mount(self.mountpoint, self.proc)
+            wait_for_mount(self.mountpoint, self.proc, count=self.below + 1)
         except RuntimeError:
             raise RuntimeError(f"daemon exited:\n{self.output()}") from None
         os.stat(self.mountpoint)  # waits for INIT
@@ -111,9 +118,9 @@ class Daemon:
                 self.proc.kill()
                 self.proc.wait()
                 problem = f"still running 60 s after signal {sig}"
-            if is_mounted(self.mountpoint):
+            if self.mounted():
                 problem = problem or "its mount outlived it"
-        if is_mounted(self.mountpoint):
+        if self.mounted():  # the top one: daemons are stopped in reverse order
             subprocess.run(["umount", "-l", str(self.mountpoint)], check=False)
         self._logf.close()
         return problem
@@ -139,7 +146,7 @@ def start_daemon(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
         return d
 
     yield start
-    problems = [(d, d.stop()) for d in daemons]
+    problems = [(d, d.stop()) for d in reversed(daemons)]
     for d, problem in problems:
         out = d.output()
         assert problem is None, f"{d.mountpoint}: {problem}\n{out}"

@@ -7,6 +7,7 @@ import os
 import re
 import select
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -77,21 +78,33 @@ def wait_for_mount(
     timeout: float = 60,
     *,
     under: bool = False,
+    count: int = 1,
 ) -> None:
-    """Return as soon as ``path`` is a mount point (``under``: as soon as anything at or
-    below it is): woken by the kernel's mount-table change events on
-    /proc/self/mountinfo (POLLPRI), not by sleeping. Raises if ``proc`` exits first."""
+    """Return as soon as ``path`` is a mount point (``count``: with that many mounts
+    stacked there; ``under``: as soon as anything at or below it is mounted): woken by
+    the kernel's mount-table change events on /proc/self/mountinfo (POLLPRI), not by
+    sleeping. Raises if ``proc`` exits first."""
     deadline = time.monotonic() + timeout
-    found = mounts_under if under else mounts_at
     with open("/proc/self/mountinfo") as f:
         poller = select.poll()
         poller.register(f, select.POLLPRI | select.POLLERR)
         while True:
             f.seek(0)
-            if found(path, f.read()):
+            info = f.read()
+            found = mounts_under(path, info) if under else mounts_at(path, info)
+            if len(found) >= count:
                 return
             if proc is not None and proc.poll() is not None:
                 raise RuntimeError(f"exited with {proc.returncode} before mounting")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no mount at {path}")
             poller.poll(100)  # a mount table change wakes this at once
+
+
+def installed_vfiofs() -> str:
+    """The ``vfiofs`` console script installed next to this Python (the .venv's), which,
+    unlike ``python -m vfiofs``, does not have the current directory on sys.path."""
+    script = Path(sys.executable).parent / "vfiofs"
+    if not os.access(script, os.X_OK):
+        cannot_run(f"no vfiofs script next to {sys.executable} (make venv installs it)")
+    return str(script)

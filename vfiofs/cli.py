@@ -104,7 +104,7 @@ def _machine(args: argparse.Namespace) -> Machine:
         topology = load_topology(args.config) if args.config else default_topology()
         return Machine(
             topology,
-            model_path=tuple(args.model_path),
+            model_path=tuple(os.path.abspath(p) for p in args.model_path),
             device_owner=(os.geteuid(), os.getegid()),
         )
     except ConfigError as e:

@@ -235,17 +235,17 @@ def assert_nothing_left(mnt: Path) -> None:
 
 @pytest.fixture
 def fuzz_mount(start_daemon):  # type: ignore[no-untyped-def]
+    if CAMPAIGN:
+        # pytest's faulthandler_timeout would dump every thread's stack mid-campaign,
+        # which is unsafe with threads running (it has ended campaigns with SIGSEGV);
+        # a campaign runs as long as it must
+        faulthandler.cancel_dump_traceback_later()
     return start_daemon(["-m", "vfiofs", "mount", "{mnt}"])
 
 
 def test_fuzz_ioctls_through_the_mount(fuzz_mount, capsys) -> None:  # type: ignore[no-untyped-def]
     """Random sequences until CALLS ioctl calls are made, all on one daemon; then that
     daemon must hold nothing and have logged no bug."""
-    if CAMPAIGN:
-        # pytest's faulthandler_timeout would dump every thread's stack mid-campaign,
-        # which is unsafe with threads running (it has ended campaigns with SIGSEGV);
-        # a campaign runs as long as it must
-        faulthandler.cancel_dump_traceback_later()
     mnt, proc = fuzz_mount.mountpoint, fuzz_mount.proc
     stats = Stats()
     client = Client()
