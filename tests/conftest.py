@@ -5,6 +5,7 @@ runs everything)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -126,20 +127,17 @@ class Daemon:
         return problem
 
 
-@pytest.fixture
-def start_daemon(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
-    """``start_daemon(argv_after_python, mountpoint=None) -> Daemon``; always cleaned
-    up. The test fails if a daemon's output has a traceback, or if one still running at
-    the end does not exit 0 on SIGTERM with its mount gone."""
+@contextlib.contextmanager
+def _daemons(workdir: Path) -> Iterator:  # type: ignore[type-arg]
     daemons: list[Daemon] = []
 
     def start(
         args: list[str], mountpoint: Path | None = None, wait: bool = True
     ) -> Daemon:
-        mnt = mountpoint or tmp_path / f"mnt{len(daemons)}"
+        mnt = mountpoint or workdir / f"mnt{len(daemons)}"
         mnt.mkdir(exist_ok=True)
         argv = [sys.executable, *[a.replace("{mnt}", str(mnt)) for a in args]]
-        d = Daemon(argv, mnt, tmp_path / f"daemon{len(daemons)}.log")
+        d = Daemon(argv, mnt, workdir / f"daemon{len(daemons)}.log")
         daemons.append(d)
         if wait:
             d.wait_mounted()
@@ -151,6 +149,23 @@ def start_daemon(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
         out = d.output()
         assert problem is None, f"{d.mountpoint}: {problem}\n{out}"
         assert "Traceback" not in out, out
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
+    """``start_daemon(argv_after_python, mountpoint=None) -> Daemon``; always cleaned
+    up. The test fails if a daemon's output has a traceback, or if one still running at
+    the end does not exit 0 on SIGTERM with its mount gone."""
+    with _daemons(tmp_path) as start:
+        yield start
+
+
+@pytest.fixture(scope="module")
+def start_module_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator:  # type: ignore[type-arg]
+    """`start_daemon` for a daemon that the tests of a module share (tests that each
+    end by checking the daemon is back where it started)."""
+    with _daemons(tmp_path_factory.mktemp("daemons")) as start:
+        yield start
 
 
 def _compile_c(name: str, *extra: str) -> Path:

@@ -77,7 +77,9 @@ def test_make_fuzz_counts_calls_prints_errnos_and_outlives_faulthandler() -> Non
     r = make("fuzz", "N=600", PYTEST_ADDOPTS="-o faulthandler_timeout=1")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Timeout (0:00:01)!" not in r.stdout + r.stderr
-    m = re.search(r"^fuzz: (\d+) ioctl calls in (\d+) sequences$", r.stdout, re.MULTILINE)
+    m = re.search(
+        r"^fuzz: (\d+) ioctl calls in (\d+) sequences$", r.stdout, re.MULTILINE
+    )
     assert m is not None, r.stdout
     calls = int(m.group(1))
     assert calls >= 600

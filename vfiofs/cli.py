@@ -143,10 +143,6 @@ def _ready_line(machine: Machine, mountpoint: str) -> str:
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
-    import trio
-
-    from .session.serve import serve_until_signalled
-
     # Hold SIGINT/SIGTERM from here on: serve_until_signalled takes them before it
     # mounts and hands them back after unmounting; one that arrives outside that stays
     # pending (before: handled as soon as it can; after: dropped at exit). So from the
@@ -158,6 +154,9 @@ def cmd_mount(args: argparse.Namespace) -> int:
         return 2
     machine = _machine(args)
     mountpoint = os.path.realpath(args.mountpoint)
+    import trio  # after the checks above: a refusal is quick
+
+    from .session.serve import serve_until_signalled
 
     def ready(session: object) -> None:
         machine.attach(session)
@@ -217,15 +216,16 @@ def cmd_umount(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .session.run import run
-
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         print("vfiofs run: no command (vfiofs run -- CMD ARGS)", file=sys.stderr)
         return 2
     # as in cmd_mount: held until run() takes them (it passes them on to CMD)
     signal.pthread_sigmask(signal.SIG_BLOCK, (*STOP_SIGNALS, signal.SIGHUP))
-    return run(_machine(args), cmd, trace=sys.stderr if args.trace else None)
+    machine = _machine(args)
+    from .session.run import run
+
+    return run(machine, cmd, trace=sys.stderr if args.trace else None)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -30,10 +30,18 @@ def wait(cond, what: str, timeout: float = 10) -> None:  # type: ignore[no-untyp
         time.sleep(0.02)
 
 
+@pytest.fixture(scope="module")
+def shared_mnt(start_module_daemon):  # type: ignore[no-untyped-def]
+    return start_module_daemon(["-m", "vfiofs", "mount", "{mnt}"]).mountpoint
+
+
+# One daemon for all stages: each stage starts by checking there is no mapping but its
+# own and ends once the mapping and the binding are gone, so a leak fails the next one.
 @pytest.mark.parametrize("stage", range(7))
 def test_sigkill_at_any_point_leaves_no_mapping_binding_or_eventfd(
-    mnt: Path, stage: int
+    shared_mnt: Path, stage: int
 ) -> None:
+    mnt = shared_mnt
     mappings = mnt / "sys/kernel/debug/vfiofs/iommu_groups/0/mappings"
     for _ in range(2):
         p = subprocess.Popen(

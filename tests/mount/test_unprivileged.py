@@ -287,6 +287,7 @@ def test_unprivileged_mount(nobody: Nobody, fuse_mode: int) -> None:
             os.close(nsfd)
 
 
+@pytest.mark.slow
 def test_unprivileged_run_legacy_cdev_and_dma(nobody: Nobody) -> None:
     """`vfiofs run` as uid 65534 (a user namespace inside): the legacy flow with
     GET_DEVICE_FD, the cdev + iommufd flow and DMA with an MSI-X interrupt, in C."""
@@ -310,6 +311,7 @@ def test_unprivileged_run_legacy_cdev_and_dma(nobody: Nobody) -> None:
     assert os.listdir(nobody.top / "tmp") == []  # its staging directory is gone
 
 
+@pytest.mark.slow
 def test_unprivileged_run_noiommu_needs_cap_sys_rawio(nobody: Nobody) -> None:
     """Root in a user namespace is not root to the kernel's capable(): a noiommu group
     refuses it (EPERM), as vfio_group_fops_open() refuses a task without
@@ -324,6 +326,7 @@ def test_unprivileged_run_noiommu_needs_cap_sys_rawio(nobody: Nobody) -> None:
     assert r.stdout.split() == [str(1)]  # EPERM
 
 
+@pytest.mark.slow
 def test_unprivileged_run_qemu_realizes_a_device(nobody: Nobody) -> None:
     """QEMU 7.2 realizes 0000:00:04.0 for uid 65534. Its guest RAM is 6 MiB: without
     CAP_IPC_LOCK, what VFIO pins counts against RLIMIT_MEMLOCK (8 MiB by default), as

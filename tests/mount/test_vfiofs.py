@@ -187,6 +187,13 @@ def test_run_exit_status_and_host_untouched(tmp_path: Path) -> None:
     # its own mount is gone, its staging directory too, and the host looks the same
     assert mounts_under(staging) == [] and os.listdir(staging) == []
     assert host_view(DEFAULT_BDFS) == before
+
+
+@pytest.mark.slow
+def test_run_status_of_a_killed_or_missing_cmd(tmp_path: Path) -> None:
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    env = dict(os.environ, TMPDIR=str(staging))
     r = vfiofs_run("sh", "-c", "kill -TERM $$", env=env)
     assert r.returncode == 128 + signal.SIGTERM
     # a command that cannot be run: named, with a shell's status
@@ -280,17 +287,22 @@ def test_run_dma_memcpy_through_the_iommu_with_msix(tmp_path: Path) -> None:
         ],
         check=True,
     )
-    for group, bdf in (
+    cases = (
         ("0", "0000:00:04.0"),
         ("1", "0000:00:05.1"),
         ("cdev", "vfio0"),
         ("cdev", "vfio2"),
-    ):
-        r = vfiofs_run(str(exe), group, bdf)
-        assert r.returncode == 0, r.stdout + r.stderr
-        assert "FAIL" not in r.stdout
-        assert "ok   copy done: one interrupt on the eventfd" in r.stdout
-        assert "ok   no interrupt on a fault" in r.stdout
+    )
+    # one vfiofs run, the four programs one after the other (each prints its lines)
+    script = " && ".join(f"echo == {g} {b} && {exe} {g} {b}" for g, b in cases)
+    r = vfiofs_run("sh", "-c", script)
+    assert r.returncode == 0, r.stdout + r.stderr
+    runs = r.stdout.split("== ")[1:]
+    assert [run.split("\n", 1)[0] for run in runs] == [f"{g} {b}" for g, b in cases]
+    for run in runs:
+        assert "FAIL" not in run
+        assert "ok   copy done: one interrupt on the eventfd" in run
+        assert "ok   no interrupt on a fault" in run
 
 
 @pytest.fixture
