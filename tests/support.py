@@ -3,6 +3,7 @@ repository on sys.path): CI rules, mount checks and event-driven waits."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import select
@@ -108,3 +109,37 @@ def installed_vfiofs() -> str:
     if not os.access(script, os.X_OK):
         cannot_run(f"no vfiofs script next to {sys.executable} (make venv installs it)")
     return str(script)
+
+
+def doc_files(into: Path) -> list[str]:
+    """Write the ```lang file=PATH blocks of docs/topology.md under ``into``; their
+    paths."""
+    doc = (ROOT / "docs/topology.md").read_text()
+    names = []
+    for name, body in re.findall(
+        r"^```\w+ file=(\S+)\n(.*?)^```$", doc, re.MULTILINE | re.DOTALL
+    ):
+        path = into / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(body)
+        names.append(name)
+    return names
+
+
+def assert_qemu_realized(stdout: str) -> None:
+    """What tests/mount/qemu_client.py printed: QEMU realized 0000:00:04.0 with its two
+    BARs, mapped guest RAM through the IOMMU, and left no mapping when it quit."""
+    out = json.loads(stdout.strip().splitlines()[-1])
+    devices = out["pci"]["return"][0]["devices"]
+    ours = [
+        d
+        for d in devices
+        if d["id"]["vendor"] == 0x1B36 and d["id"]["device"] == 0x0005
+    ]
+    assert len(ours) == 1, devices
+    assert {(r["bar"], r["size"]) for r in ours[0]["regions"]} == {
+        (0, 4096),
+        (2, 1 << 20),
+    }
+    assert out["during"], "QEMU mapped guest RAM through the IOMMU"
+    assert out["after"] == [] and out["rc"] == 0

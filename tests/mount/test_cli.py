@@ -16,11 +16,11 @@ import pytest
 from tests.support import (
     ROOT,
     cannot_run,
+    doc_files,
     installed_vfiofs,
     is_mounted,
     mounts_at,
 )
-from tests.unit.test_config import doc_files
 
 pytestmark = pytest.mark.mount
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from tests.support import ROOT, cannot_run, mounts_at
+from tests.support import ROOT, assert_qemu_realized, cannot_run, mounts_at
 
 pytestmark = pytest.mark.mount
 
@@ -333,8 +333,6 @@ def test_unprivileged_run_qemu_realizes_a_device(nobody: Nobody) -> None:
     in the kernel; a bigger guest needs `ulimit -l` raised by an administrator."""
     if shutil.which("qemu-system-x86_64") is None:
         cannot_run("no qemu-system-x86_64 (Debian package qemu-system-x86)")
-    from tests.mount.test_vfiofs import assert_qemu_realized
-
     r = nobody.run(
         nobody.vfiofs(
             0o666,

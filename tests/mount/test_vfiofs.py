@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import shutil
 import signal
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import cannot_run, mounts_under
+from tests.support import assert_qemu_realized, cannot_run, mounts_under
 
 pytestmark = pytest.mark.mount
 
@@ -215,25 +214,6 @@ def test_run_qemu_realizes_vfio_pci_device(tmp_path: Path) -> None:
     r = vfiofs_run(sys.executable, str(QEMU_CLIENT), timeout=180)
     assert r.returncode == 0, r.stderr
     assert_qemu_realized(r.stdout)
-
-
-def assert_qemu_realized(stdout: str) -> None:
-    """What tests/mount/qemu_client.py printed: QEMU realized 0000:00:04.0 with its two
-    BARs, mapped guest RAM through the IOMMU, and left no mapping when it quit."""
-    out = json.loads(stdout.strip().splitlines()[-1])
-    devices = out["pci"]["return"][0]["devices"]
-    ours = [
-        d
-        for d in devices
-        if d["id"]["vendor"] == 0x1B36 and d["id"]["device"] == 0x0005
-    ]
-    assert len(ours) == 1, devices
-    assert {(r["bar"], r["size"]) for r in ours[0]["regions"]} == {
-        (0, 4096),
-        (2, 1 << 20),
-    }
-    assert out["during"], "QEMU mapped guest RAM through the IOMMU"
-    assert out["after"] == [] and out["rc"] == 0
 
 
 def test_bad_config_mounts_nothing(tmp_path: Path, mounted) -> None:  # type: ignore[no-untyped-def]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import doc_files
 from vfiofs.config import KEYS, ConfigError, load_topology, parse_topology
 from vfiofs.machine import Machine
 
@@ -178,17 +179,3 @@ def test_topology_doc_example_is_valid(tmp_path: Path) -> None:
     assert set(files) == {"models/blink.py", "topology.toml"}
     m = Machine(load_topology(str(tmp_path / "topology.toml")))
     assert type(m.devices["0000:00:1f.0"]).__name__ == "BlinkDevice"
-
-
-def doc_files(into: Path) -> list[str]:
-    """Write the ```lang file=PATH blocks of docs/topology.md under ``into``."""
-    doc = (ROOT / "docs/topology.md").read_text()
-    names = []
-    for name, body in re.findall(
-        r"^```\w+ file=(\S+)\n(.*?)^```$", doc, re.MULTILINE | re.DOTALL
-    ):
-        path = into / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(body)
-        names.append(name)
-    return names
