@@ -5,9 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 MNT ?= /tmp/vfiofs-demo
+GUEST_DEVICES ?=
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config gcc qemu-system-x86 procps
 
-.PHONY: all deps venv run test lint bench fuzz clean
+.PHONY: all deps venv run test lint bench fuzz clean guest guest-demo
 
 all: venv
 
@@ -33,10 +34,18 @@ venv: $(VENV)/.installed
 run: deps venv
 	@sh examples/demo.sh $(PY) $(MNT)
 
-test: deps venv
+test: deps venv guest
 	$(PY) -m pytest -q -p no:cacheprovider
 	$(VENV)/bin/ruff check vfiofs tests examples bench
 	$(VENV)/bin/mypy
+
+# The guest image for tests/guest (Debian's kernel + a busybox initramfs), cached in
+# build/guest; `make guest-demo` boots it with a console on this terminal.
+guest: deps venv
+	$(PY) -m tests.guest.image
+
+guest-demo: guest
+	$(PY) -m tests.guest.demo $(GUEST_DEVICES)
 
 lint: venv
 	$(VENV)/bin/ruff check vfiofs tests examples bench
