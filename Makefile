@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 MNT ?= /tmp/vfiofs-demo
 GUEST_DEVICES ?=
-APT_PACKAGES := fuse3 libfuse3-dev pkg-config gcc qemu-system-x86 procps
+APT_PACKAGES := fuse3 libfuse3-dev pkg-config gcc qemu-system-x86 procps kmod
 
 .PHONY: all deps venv run test lint bench fuzz clean guest guest-demo
 

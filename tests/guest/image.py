@@ -53,6 +53,7 @@ BINARIES = ["bin/busybox", "usr/bin/lspci"]
 DATA_FILES = ["usr/share/misc/pci.ids"]
 # include/xen/interface/elfnote.h: the 32-bit entry point QEMU's PVH boot jumps to
 XEN_ELFNOTE_PHYS32_ENTRY = 18
+DEPMOD = "/sbin/depmod"  # Debian's kmod, installed by `make deps`
 APT = ["apt-get", "-q", "-o", "DPkg::Lock::Timeout=600"]
 
 
@@ -335,24 +336,26 @@ def _assemble(tree: Path, kernel_release: str) -> tuple[Cpio, dict[str, object]]
         cpio.symlink(interp, f"/lib/x86_64-linux-gnu/{real.name}")
     for f in DATA_FILES:
         cpio.file(f, (tree / f).read_bytes())
-    # kernel modules and a modules.dep for busybox's modprobe
+    # kernel modules, indexed by the host's depmod (kmod) as if installed: modules.dep
+    # for modprobe, the .bin indexes libkmod reads for lspci -k
     moddir = tree / "lib/modules" / kernel_release
     mods = _module_closure(moddir, MODULES)
-    dep_lines = []
-    for ko in sorted(mods.values()):
-        rel = ko.relative_to(moddir).as_posix()
-        cpio.file(f"lib/modules/{kernel_release}/{rel}", ko.read_bytes())
-        deps = [
-            mods[d.replace("-", "_")].relative_to(moddir).as_posix()
-            for deps in modinfo(ko).get("depends", [])
-            for d in deps.split(",")
-            if d
-        ]
-        dep_lines.append(f"{rel}: {' '.join(deps)}".rstrip())
-    cpio.file(
-        f"lib/modules/{kernel_release}/modules.dep",
-        "\n".join(dep_lines).encode() + b"\n",
-    )
+    staging = tree.parent / "modules"
+    shutil.rmtree(staging, ignore_errors=True)
+    stage = staging / "lib/modules" / kernel_release
+    for ko in mods.values():
+        dest = stage / ko.relative_to(moddir)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ko, dest)
+    for f in ("modules.order", "modules.builtin", "modules.builtin.modinfo"):
+        shutil.copyfile(moddir / f, stage / f)
+    subprocess.run([DEPMOD, "-b", str(staging), kernel_release], check=True)
+    for f in sorted(p for p in stage.rglob("*") if p.is_file()):
+        if f.name == "modules.order":  # read by depmod only
+            continue
+        cpio.file(
+            f"lib/modules/{kernel_release}/{f.relative_to(stage)}", f.read_bytes()
+        )
     manifest: dict[str, object] = {
         "kernel_release": kernel_release,
         "modules": sorted(mods),
