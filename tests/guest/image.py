@@ -31,8 +31,8 @@ INIT = HERE / "rootfs" / "init"
 
 # The generic kernel, not cloud-amd64: it has 8250_pci built in *and* ioatdma as a module.
 KERNEL_META = "linux-image-amd64"
-# busybox for the shell and tools; pciutils' lspci and the packages holding its libraries
-# (pciutils -> libpci3, libkmod2 -> libudev1, zlib1g, liblzma5, libssl3, libzstd1, libc6).
+# busybox for the shell and tools; pciutils' lspci and setpci, and the packages holding
+# their libraries (libpci3, libkmod2 -> libudev1, zlib1g, liblzma5, libssl3, libzstd1, libc6).
 USER_PACKAGES = [
     "busybox-static",
     "pciutils",
@@ -49,7 +49,7 @@ USER_PACKAGES = [
 # Kernel modules for the checks, with their dependencies (read from each module's
 # .modinfo). Everything else the checks need (8250_pci, PCI MSI) is built in.
 MODULES = ["ioatdma"]
-BINARIES = ["bin/busybox", "usr/bin/lspci"]
+BINARIES = ["bin/busybox", "usr/bin/lspci", "usr/bin/setpci"]
 DATA_FILES = ["usr/share/misc/pci.ids"]
 # include/xen/interface/elfnote.h: the 32-bit entry point QEMU's PVH boot jumps to
 XEN_ELFNOTE_PHYS32_ENTRY = 18

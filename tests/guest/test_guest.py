@@ -164,6 +164,24 @@ def test_reboot_resets_the_device_through_vfio_and_the_driver_binds_again(
     assert_nothing_left(report)
 
 
+def test_a_device_written_in_python_driven_from_the_guest(start_guest) -> None:  # type: ignore[no-untyped-def]
+    topology = HERE / "stamp.toml"
+    s = spec("0000:00:07.0", topology)
+    g = start_guest([s.bdf], config=topology)
+    g.wait_ready()
+    seen = {d["slot"]: d for d in g.check("enumerate")["devices"]}
+    # guest-physical 0x7000: RAM in the first MiB, which the guest kernel never allocates
+    r = g.check("stamp", f"{s.vendor:04x}:{s.device:04x}", "0x7000", "0xc0ffee")
+    report = g.poweroff()
+    d = seen[g.guest_slot(s.bdf)]
+    assert (d["vendor"], d["device"], d["driver"]) == (s.vendor, s.device, "")
+    assert [b["size"] for b in d["bars"]] == [4096]
+    assert r["bar0"] == d["bars"][0]["start"]
+    assert r["readback"] == r["value"] == 0xC0FFEE  # MMIO through QEMU to the model
+    assert r["stamps_after"] == r["stamps_before"] + 1  # its DMA into guest RAM landed
+    assert_nothing_left(report)
+
+
 IOAT_TOPOLOGY = HERE / "ioat.toml"
 
 
