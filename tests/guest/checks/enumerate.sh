@@ -1,10 +1,13 @@
-# Every PCI function the guest sees: IDs, class, driver, BARs (from sysfs) and the
+# PCI functions as the guest sees them: IDs, class, driver, BARs (from sysfs) and the
 # capability list as pciutils' lspci decodes it from config space.
+#   enumerate.sh [SLOT...]      (0000:00:10.0 ...; default: every function)
 . /checks/lib.sh
 
+[ $# -gt 0 ] || set -- $(ls /sys/bus/pci/devices)
 devices=""
-for d in /sys/bus/pci/devices/*; do
-    slot=${d##*/}
+for slot in "$@"; do
+    d=/sys/bus/pci/devices/$slot
+    [ -e "$d" ] || fail "no PCI function $slot"
     bars="" i=0
     while read -r start end flags; do
         [ $i -le 5 ] || break  # BAR0-5; the 7th line is the expansion ROM
