@@ -12,7 +12,8 @@ guest's init (``rootfs/init``, with ``vfiofs.harness`` on the kernel command lin
 command per line and ends each command's output with ``@@vfiofs-done <status>``; checks
 print one ``@@vfiofs-result <json>`` line. Every wait has a deadline and ends early if QEMU
 exits or the guest kernel panics. QEMU runs through ``vmm.py``, which, once QEMU is gone,
-reads the daemon's debugfs mappings view from inside ``vfiofs run`` into a JSON report.
+reads the daemon's debugfs mappings view from inside ``vfiofs run`` into a JSON report;
+it also stops QEMU if the harness process goes away without `Guest.close`.
 
 The check scripts (``checks/*.sh``) are not in the image: each boot appends them to the
 initramfs as a second cpio archive (the kernel unpacks concatenated archives in order), so
@@ -165,7 +166,7 @@ class Guest:
             self.proc = subprocess.Popen(
                 argv,
                 cwd=ROOT,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE,  # vmm.py stops QEMU when this closes
                 stdout=daemon_log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # one process group: QEMU, vmm.py, the daemon
@@ -199,6 +200,8 @@ class Guest:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        if self.proc is not None and self.proc.stdin is not None:
+            self.proc.stdin.close()
         if self._console is not None:
             self._drain()
             self._console.close()

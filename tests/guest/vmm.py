@@ -6,15 +6,19 @@ daemon still holds once QEMU has exited.
 Inside ``vfiofs run`` the daemon's tree is at the real paths, so its debugfs view of every
 IOMMU group's mappings (``/sys/kernel/debug/vfiofs/iommu_groups/N/mappings``) can be read
 here, after QEMU is gone. SIGTERM and SIGINT are passed on to QEMU. The exit status is
-QEMU's.
+QEMU's. When stdin is a pipe (the harness holds its other end), its end of file means
+the harness has gone, and QEMU is stopped too.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
+import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -35,9 +39,17 @@ def main(argv: list[str]) -> int:
     if sep != "--" or not cmd:
         print("usage: vmm.py REPORT.json -- QEMU ARGS...", file=sys.stderr)
         return 2
-    qemu = subprocess.Popen(cmd)
+    qemu = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: qemu.send_signal(signum))
+    if stat.S_ISFIFO(os.fstat(0).st_mode):
+
+        def stop_when_the_harness_is_gone() -> None:
+            while os.read(0, 4096):
+                pass
+            qemu.terminate()
+
+        threading.Thread(target=stop_when_the_harness_is_gone, daemon=True).start()
     status = qemu.wait()
     # QEMU's files are closed by its exit; the kernel sends the daemon their RELEASE
     # asynchronously, so the container's unmap-all can land a moment after the exit.
