@@ -6,15 +6,16 @@ VENV := .venv
 PY := $(VENV)/bin/python
 MNT ?= /tmp/vfiofs-demo
 N ?= 20000
+GUEST_DEVICES ?=
 # fuse3: fusermount3; gcc: the C examples; qemu-system-x86: QEMU as a client; pciutils:
 # lspci in docs/topology.md; python3 and util-linux (setpriv, unshare, nsenter): the
-# tests that run the daemon as an unprivileged user
-APT_PACKAGES := fuse3 libfuse3-dev pkg-config gcc qemu-system-x86 procps pciutils python3 util-linux
+# tests that run the daemon as an unprivileged user; kmod: depmod for the guest image
+APT_PACKAGES := fuse3 libfuse3-dev pkg-config gcc qemu-system-x86 procps pciutils python3 util-linux kmod
 APT_GET := apt-get -o DPkg::Lock::Timeout=600
 # Linux uapi headers newer than the system's, for the ABI check (never installed)
 UAPI := build/uapi
 
-.PHONY: all deps venv headers run test lint bench fuzz clean
+.PHONY: all deps venv headers run test lint bench fuzz clean guest guest-demo
 
 all: venv
 
@@ -55,7 +56,7 @@ IMPORTS_CMD = $(VENV)/bin/lint-imports --no-cache
 # (tests/transport.py enables the fuse module's enable_uring for that run and restores
 # it), ruff, mypy and the import-linter contracts: all run, each one's result is
 # reported, and the target fails if any of them failed.
-test: deps venv headers
+test: deps venv headers guest
 	@pytest=0; uring=0; ruff=0; mypy=0; imports=0; \
 	$(PYTEST_CMD) || pytest=$$?; \
 	$(URING_CMD) || uring=$$?; \
@@ -66,6 +67,14 @@ test: deps venv headers
 	echo "make test:"; say pytest $$pytest; say "pytest, mount tests over io_uring" $$uring; \
 	say ruff $$ruff; say mypy $$mypy; say lint-imports $$imports; \
 	[ $$pytest = 0 ] && [ $$uring = 0 ] && [ $$ruff = 0 ] && [ $$mypy = 0 ] && [ $$imports = 0 ]
+
+# The guest image for tests/guest (Debian's kernel + a busybox initramfs), cached in
+# build/guest; `make guest-demo` boots it with a console on this terminal.
+guest: deps venv
+	$(PY) -m tests.guest.image
+
+guest-demo: guest
+	$(PY) -m tests.guest.demo $(GUEST_DEVICES)
 
 lint: venv
 	$(RUFF_CMD)

@@ -14,7 +14,7 @@ import pytest
 
 from tests.support import ROOT, cannot_run
 
-KEEP = ("-o", "deps", "-o", "venv", "-o", "headers")
+KEEP = ("-o", "deps", "-o", "venv", "-o", "headers", "-o", "guest")
 
 
 def make(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -24,8 +24,8 @@ def make(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         k: v for k, v in os.environ.items() if not k.startswith(("MAKE", "MFLAGS"))
     }
     return subprocess.run(
-        # -o deps -o venv -o headers: take the Debian packages, .venv and build/uapi as
-        # they are
+        # -o deps -o venv -o headers -o guest: take the Debian packages, .venv, build/uapi and
+        # build/guest as they are
         ["make", "-s", "--no-print-directory", *KEEP, *args],
         capture_output=True,
         text=True,
