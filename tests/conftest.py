@@ -1,13 +1,16 @@
-"""Shared test helpers: real mounts in subprocesses, and C clients compiled with gcc."""
+"""Shared test fixtures: real mounts in subprocesses, C clients compiled with gcc, CPU
+load. The rules: a mount test that cannot run here skips with its reason, and under CI
+(``CI`` set) fails instead; slow tests run with ``--run-slow`` or under CI (``make test``
+runs everything)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,9 +18,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 C_DIR = ROOT / "tests" / "c"
-if str(ROOT) not in sys.path:  # topologies name example models as examples.module:Class
+if str(ROOT) not in sys.path:  # tests.support; example models as examples.module:Class
     sys.path.insert(0, str(ROOT))
 
+from tests.support import (  # noqa: E402
+    cannot_run,
+    in_ci,
+    is_mounted,
+    mounts_at,
+    wait_for_mount,
+)
 from tests.transport import fuse_uring_parameter, uring_unavailable  # noqa: E402
 
 
@@ -30,21 +40,34 @@ def fuse_unavailable() -> str | None:
     return None
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--run-slow",
+        action="store_true",
+        help="run the tests marked slow too (CI=1 does; make test does)",
+    )
+
+
+def _run_slow(config: pytest.Config) -> bool:
+    return bool(config.getoption("--run-slow")) or in_ci()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    lines = [f"CI: {'yes: a test that cannot run fails' if in_ci() else 'no'}"]
+    if not _run_slow(config):
+        lines.append("slow tests deselected (--run-slow or CI=1 runs them)")
+    return lines
+
+
 def pytest_collection_modifyitems(
     config: pytest.Config, items: list[pytest.Item]
 ) -> None:
-    reason = fuse_unavailable()
-    if reason is None:
+    if _run_slow(config):
         return
-    for item in items:
-        if "mount" in item.keywords:
-            # In CI a skipped mount test would hide a failure: fail instead.
-            marker = (
-                pytest.mark.xfail(reason=reason, strict=True, run=False)
-                if os.environ.get("CI")
-                else pytest.mark.skip(reason=reason)
-            )
-            item.add_marker(marker)
+    slow = [item for item in items if "slow" in item.keywords]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if "slow" not in item.keywords]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -61,18 +84,11 @@ def _transport_under_test() -> Iterator[None]:
         yield
 
 
-def is_mounted(path: str | Path) -> bool:
-    target = os.path.realpath(path)
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == target for line in f)
-
-
-def wait_for(cond, timeout: float = 20.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.01)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if "mount" in item.keywords:
+        reason = fuse_unavailable()
+        if reason is not None:
+            cannot_run(reason)
 
 
 class Daemon:
@@ -80,21 +96,23 @@ class Daemon:
 
     def __init__(self, argv: list[str], mountpoint: Path, log: Path) -> None:
         self.mountpoint = mountpoint
+        # mounts already at the mountpoint: ours goes on top of them (--force)
+        self.below = len(mounts_at(mountpoint))
         self.log = log
         self._logf = open(log, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             argv, stdout=self._logf, stderr=subprocess.STDOUT, cwd=ROOT
         )
 
-    def wait_mounted(self) -> None:
-        def ready() -> bool:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"daemon exited {self.proc.returncode}:\n{self.output()}"
-                )
-            return is_mounted(self.mountpoint)
+    def mounted(self) -> bool:
+        """Whether the daemon's own mount (the one above ``below``) is there."""
+        return len(mounts_at(self.mountpoint)) > self.below
 
-        wait_for(ready, what=f"mount at {self.mountpoint}")
+    def wait_mounted(self) -> None:
+        try:
+            wait_for_mount(self.mountpoint, self.proc, count=self.below + 1)
+        except RuntimeError:
+            raise RuntimeError(f"daemon exited:\n{self.output()}") from None
         os.stat(self.mountpoint)  # waits for INIT
 
     def output(self) -> str:
@@ -102,50 +120,73 @@ class Daemon:
             self._logf.flush()
         return self.log.read_text(errors="replace")
 
-    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+    def stop(self, sig: int = signal.SIGTERM) -> str | None:
+        """Stop the daemon with ``sig`` if it still runs; what was wrong with its
+        shutdown (None: exit status 0 and its mount gone). A mount left by a daemon
+        the test killed itself is cleared."""
+        problem = None
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
-                self.proc.wait(timeout=10)
+                if (rc := self.proc.wait(timeout=60)) != 0:
+                    problem = f"exit status {rc} after signal {sig}"
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if is_mounted(self.mountpoint):
+                problem = f"still running 60 s after signal {sig}"
+            if self.mounted():
+                problem = problem or "its mount outlived it"
+        if self.mounted():  # the top one: daemons are stopped in reverse order
             subprocess.run(["umount", "-l", str(self.mountpoint)], check=False)
         self._logf.close()
-        return self.proc.returncode
+        return problem
 
 
-@pytest.fixture
-def start_daemon(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
-    """``start_daemon(argv_after_python, mountpoint=None) -> Daemon``; always cleaned up,
-    and a traceback in the daemon's output fails the test."""
+@contextlib.contextmanager
+def _daemons(workdir: Path) -> Iterator:  # type: ignore[type-arg]
     daemons: list[Daemon] = []
 
     def start(
         args: list[str], mountpoint: Path | None = None, wait: bool = True
     ) -> Daemon:
-        mnt = mountpoint or tmp_path / f"mnt{len(daemons)}"
+        mnt = mountpoint or workdir / f"mnt{len(daemons)}"
         mnt.mkdir(exist_ok=True)
         argv = [sys.executable, *[a.replace("{mnt}", str(mnt)) for a in args]]
-        d = Daemon(argv, mnt, tmp_path / f"daemon{len(daemons)}.log")
+        d = Daemon(argv, mnt, workdir / f"daemon{len(daemons)}.log")
         daemons.append(d)
         if wait:
             d.wait_mounted()
         return d
 
     yield start
-    for d in daemons:
-        d.stop()
-    for d in daemons:
+    problems = [(d, d.stop()) for d in reversed(daemons)]
+    for d, problem in problems:
         out = d.output()
+        assert problem is None, f"{d.mountpoint}: {problem}\n{out}"
         assert "Traceback" not in out, out
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
+    """``start_daemon(argv_after_python, mountpoint=None) -> Daemon``; always cleaned
+    up. The test fails if a daemon's output has a traceback, or if one still running at
+    the end does not exit 0 on SIGTERM with its mount gone."""
+    with _daemons(tmp_path) as start:
+        yield start
+
+
+@pytest.fixture(scope="module")
+def start_module_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator:  # type: ignore[type-arg]
+    """`start_daemon` for a daemon that the tests of a module share (tests that each
+    end by checking the daemon is back where it started)."""
+    with _daemons(tmp_path_factory.mktemp("daemons")) as start:
+        yield start
 
 
 def _compile_c(name: str, *extra: str) -> Path:
     """Compile tests/c/<name>.c (cached by mtime) and return the binary."""
     if shutil.which("gcc") is None:
-        pytest.skip("no gcc")
+        cannot_run("no gcc (Debian package gcc)")
     src = C_DIR / f"{name}.c"
     out = C_DIR / "bin" / name
     out.parent.mkdir(exist_ok=True)
@@ -167,6 +208,22 @@ def compile_c():  # type: ignore[no-untyped-def]
 def mounted():  # type: ignore[no-untyped-def]
     """``mounted(path) -> bool``: whether path is a mount point."""
     return is_mounted
+
+
+@pytest.fixture
+def cpu_hog() -> Iterator[None]:
+    """One CPU-burning process per CPU for the length of the test (what a loaded CI
+    machine looks like); killed afterwards, by their own pids."""
+    hogs = [
+        subprocess.Popen(["sh", "-c", "while :; do :; done"])
+        for _ in range(os.cpu_count() or 1)
+    ]
+    try:
+        yield
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Test helpers for C built against the Linux uapi headers of `make headers` (Debian
 unstable's linux-libc-dev, unpacked into build/uapi): the system's are too old for
-iommufd's newer structs. Without them (or gcc) a test skips, except in CI where it
-fails."""
+iommufd's newer structs. Without them (or gcc) a test cannot run (`cannot_run`: it skips,
+or fails in CI)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.support import ROOT, cannot_run
 
-ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 UAPI = Path(os.environ.get("VFIOFS_UAPI", ROOT / "build" / "uapi"))
 INCLUDE = UAPI / "usr" / "include"
@@ -26,10 +25,7 @@ def uapi_cflags() -> list[str]:
     if not (INCLUDE / "linux" / "iommufd.h").exists():
         missing.append(f"{INCLUDE} (make headers)")
     if missing:
-        why = f"needs {', '.join(missing)}"
-        if os.environ.get("CI"):
-            pytest.fail(why)
-        pytest.skip(why)
+        cannot_run(f"needs {', '.join(missing)}")
     return ["-I", str(INCLUDE), "-I", str(INCLUDE / "x86_64-linux-gnu")]
 
 

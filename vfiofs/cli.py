@@ -5,10 +5,20 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from . import __version__
+
+if TYPE_CHECKING:
+    from .machine import Machine
 
 log = logging.getLogger("vfiofs")
+
+# From the moment a daemon starts until it exits, these end it cleanly (see cmd_mount).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -16,13 +26,21 @@ def _parser() -> argparse.ArgumentParser:
         prog="vfiofs",
         description="Serve VFIO and iommufd from FUSE, for testing VFIO programs without hardware.",
     )
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--version", action="version", version=f"vfiofs {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument(
             "--config",
             metavar="FILE",
-            help="topology file (TOML); default: the built-in topology",
+            help="topology file (TOML, see docs/topology.md); default: the built-in topology",
+        )
+        sp.add_argument(
+            "--model-path",
+            metavar="DIR",
+            action="append",
+            default=[],
+            help="a directory to import device models ('module:Class') from; repeatable",
         )
         sp.add_argument(
             "--trace",
@@ -48,6 +66,14 @@ def _parser() -> argparse.ArgumentParser:
     m = sub.add_parser("mount", help="mount the tree and serve it in the foreground")
     m.add_argument("mountpoint")
     common(m)
+    m.add_argument(
+        "--force",
+        action="store_true",
+        help="mount on a non-empty directory, or over a mount of vfiofs already there",
+    )
+    m.add_argument(
+        "-q", "--quiet", action="store_true", help="do not print the line saying ready"
+    )
     u = sub.add_parser(
         "umount", help="unmount, also a stale mount left by a killed daemon"
     )
@@ -76,34 +102,85 @@ def _logging(verbose: int) -> None:
     )
 
 
-def _machine(config: str | None):  # type: ignore[no-untyped-def]
+def _machine(args: argparse.Namespace) -> Machine:
+    """The machine of ``--config`` (or the built-in topology); a bad topology or model
+    is one line on stderr and exit status 2."""
     from .config import ConfigError, default_topology, load_topology
     from .machine import Machine
 
     try:
-        topology = load_topology(config) if config else default_topology()
+        topology = load_topology(args.config) if args.config else default_topology()
+        return Machine(
+            topology,
+            model_path=tuple(os.path.abspath(p) for p in args.model_path),
+            device_owner=(os.geteuid(), os.getegid()),
+        )
     except ConfigError as e:
         print(f"vfiofs: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    return Machine(topology)
+
+
+def _mountpoint_problem(path: str, force: bool) -> str | None:
+    """Why ``vfiofs mount`` should not mount at ``path`` (None: go ahead)."""
+    from .session.mount import mounted_fstype
+
+    if not os.path.lexists(path):
+        return f"{path}: does not exist (mkdir -p {path})"
+    if not os.path.isdir(path):
+        return f"{path}: not a directory"
+    if force:
+        return None
+    if mounted_fstype(path) == "fuse.vfiofs":  # checked without entering the mount
+        return (
+            f"{path}: vfiofs is already mounted there (`vfiofs umount {path}` "
+            "removes it; --force mounts over it)"
+        )
+    try:
+        entries = os.listdir(path)
+    except OSError as e:
+        return f"{path}: {e.strerror}"
+    if entries:
+        return f"{path}: not empty (--force mounts over its contents)"
+    return None
+
+
+def _ready_line(machine: Machine, mountpoint: str) -> str:
+    groups = " ".join(g.name for _, g in sorted(machine.core.groups.items()))
+    devices = " ".join(sorted(machine.devices))
+    return f"vfiofs: ready at {mountpoint}: devices {devices}; groups {groups}"
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
-    import trio
+    # Hold SIGINT/SIGTERM from here on: serve_until_signalled takes them before it
+    # mounts and hands them back after unmounting; one that arrives outside that stays
+    # pending (before: handled as soon as it can; after: dropped at exit). So from the
+    # moment the mount exists, either signal ends in a clean unmount and status 0.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    problem = _mountpoint_problem(args.mountpoint, args.force)
+    if problem is not None:
+        print(f"vfiofs: {problem}", file=sys.stderr)
+        return 2
+    machine = _machine(args)
+    mountpoint = os.path.realpath(args.mountpoint)
+    import trio  # after the checks above: a refusal is quick
 
     from .session.serve import serve_until_signalled
 
-    machine = _machine(args.config)
-    if not os.path.isdir(args.mountpoint):
-        print(f"vfiofs: {args.mountpoint}: not a directory", file=sys.stderr)
-        return 2
+    def ready(session: object) -> None:
+        if not args.quiet:
+            try:
+                print(_ready_line(machine, mountpoint), flush=True)
+            except BrokenPipeError:  # nobody reads stdout: serve anyway
+                pass
+
     try:
         trio.run(
             lambda: serve_until_signalled(
                 machine.tree,
-                args.mountpoint,
+                mountpoint,
                 trace=sys.stderr if args.trace else None,
                 transport=args.transport,
+                on_ready=ready,
             )
         )
     except (OSError, BaseExceptionGroup) as e:  # mount refused, /dev/fuse unusable, ...
@@ -111,7 +188,11 @@ def cmd_mount(args: argparse.Namespace) -> int:
         if errors is None:
             raise
         for err in errors:
-            print(f"vfiofs: {err}", file=sys.stderr)
+            why = err.strerror or str(err)
+            print(
+                f"vfiofs: {err.filename}: {why}" if err.filename else f"vfiofs: {why}",
+                file=sys.stderr,
+            )
         return 1
     return 0
 
@@ -143,14 +224,17 @@ def cmd_umount(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .session.run import run
-
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         print("vfiofs run: no command (vfiofs run -- CMD ARGS)", file=sys.stderr)
         return 2
+    # as in cmd_mount: held until run() takes them (it passes them on to CMD)
+    signal.pthread_sigmask(signal.SIG_BLOCK, (*STOP_SIGNALS, signal.SIGHUP))
+    machine = _machine(args)
+    from .session.run import run
+
     return run(
-        _machine(args.config),
+        machine,
         cmd,
         trace=sys.stderr if args.trace else None,
         transport=args.transport,
@@ -165,7 +249,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vfiofs`` console script."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # `vfiofs` alone: say what it can do
+        parser.print_help(sys.stderr)
+        return 2
     _logging(getattr(args, "verbose", 0))
     handler = {
         "mount": cmd_mount,

@@ -3,11 +3,14 @@
 ``load_topology(path)`` parses and validates everything up front; a bad file raises
 `ConfigError` naming the file, the key path (``group[1].device[0].bar[0].size``) and what is
 wrong, and nothing is mounted. ``default_topology()`` is the built-in one
-(``vfiofs/default_topology.toml``).
+(``vfiofs/default_topology.toml``). Every key is described in docs/topology.md; `KEYS`
+lists them per table.
 """
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
 import tomllib
 from importlib import resources
@@ -20,6 +23,40 @@ BDF_RE = re.compile(r"^([0-9a-f]{4}):([0-9a-f]{2}):([0-1][0-9a-f])\.([0-7])$")
 
 class ConfigError(Exception):
     """A topology file that cannot be used."""
+
+
+# The keys of each kind of table (docs/topology.md describes every one).
+KEYS: dict[str, tuple[str, ...]] = {
+    "top level": ("model_path", "options", "group", "noiommu_device"),
+    "options": (
+        "device_cdev",
+        "container",
+        "noiommu",
+        "iommufd",
+        "dma_entry_limit",
+        "address_width",
+        "iommu",
+        "iommufd_test",
+    ),
+    "group": ("id", "device"),
+    "device": (
+        "bdf",
+        "vendor",
+        "device",
+        "subsystem_vendor",
+        "subsystem_device",
+        "class",
+        "revision",
+        "model",
+        "driver",
+        "pcie",
+        "irqs",
+        "bar",
+        "pasid",
+    ),
+    "irqs": ("intx", "msi", "msix"),
+    "bar": ("index", "size", "type", "is_64", "prefetch"),
+}
 
 
 @attrs.frozen
@@ -70,6 +107,8 @@ class DeviceSpec:
     bars: tuple[BarSpec, ...] = ()
     noiommu: bool = False
     pasid: int = 0  # PASID width in bits (the PCIe PASID capability), 0: none
+    # the key path in the topology file (``group[0].device[1]``), for error messages
+    where: str = attrs.field(default="", eq=False)
 
 
 @attrs.frozen
@@ -83,6 +122,9 @@ class GroupSpec:
 class Topology:
     options: Options
     groups: tuple[GroupSpec, ...]
+    # directories searched first for "module:Class" models (absolute paths)
+    model_path: tuple[str, ...] = ()
+    source: str = "<string>"  # the file, for error messages
 
     def devices(self) -> list[DeviceSpec]:
         return [d for g in self.groups for d in g.devices]
@@ -94,6 +136,21 @@ class _Reader:
     def __init__(self, source: str, table: dict[str, Any], path: str) -> None:
         self.source, self.table, self.path = source, table, path
         self.used: set[str] = set()
+
+    def known(self, kind: str) -> None:
+        """Refuse a key that tables of this ``kind`` do not have, pointing at a typo:
+        checked first, so that ``vendr`` is reported as itself, not as a missing
+        ``vendor``."""
+        keys = KEYS[kind]
+        for key in self.table:
+            if key not in keys:
+                close = difflib.get_close_matches(key, keys, n=1)
+                hint = (
+                    f" (did you mean {close[0]}?)"
+                    if close
+                    else f" (a {kind} table has: {', '.join(keys)})"
+                )
+                raise self.fail(key, f"unknown key {key}{hint}")
 
     def fail(self, key: str | None, why: str) -> ConfigError:
         where = (
@@ -149,6 +206,7 @@ def _u(r: _Reader, key: str, bits: int, default: Any = attrs.NOTHING) -> int:
 
 
 def _bar(r: _Reader) -> BarSpec:
+    r.known("bar")
     index = _u(r, "index", 8)
     if index > 5:
         raise r.fail("index", f"{index}: BARs are 0-5")
@@ -172,6 +230,7 @@ def _bar(r: _Reader) -> BarSpec:
 
 
 def _device(r: _Reader, noiommu: bool) -> DeviceSpec:
+    r.known("device")
     bdf = r.get("bdf", str).lower()
     if not BDF_RE.match(bdf) or int(bdf[8:10], 16) > 0x1F:
         raise r.fail(
@@ -181,6 +240,7 @@ def _device(r: _Reader, noiommu: bool) -> DeviceSpec:
     if not isinstance(irq, dict):
         raise r.fail("irqs", "must be a table like { intx = true, msi = 1, msix = 4 }")
     ir = _Reader(r.source, irq, f"{r.path}.irqs")
+    ir.known("irqs")
     irqs = IrqSpec(
         ir.get("intx", bool, True), _u(ir, "msi", 8, 1), _u(ir, "msix", 12, 0)
     )
@@ -216,6 +276,7 @@ def _device(r: _Reader, noiommu: bool) -> DeviceSpec:
         bars=bars,
         noiommu=noiommu,
         pasid=_u(r, "pasid", 8, 0),
+        where=r.path,
     )
     if spec.pasid > 20:
         raise r.fail("pasid", f"{spec.pasid}: PCIe PASIDs have at most 20 bits")
@@ -225,18 +286,24 @@ def _device(r: _Reader, noiommu: bool) -> DeviceSpec:
     return spec
 
 
-def parse_topology(text: str, source: str = "<string>") -> Topology:
-    """Parse and validate a topology. Raises ConfigError."""
+def parse_topology(
+    text: str, source: str = "<string>", base_dir: str | None = None
+) -> Topology:
+    """Parse and validate a topology. Relative ``model_path`` entries are taken from
+    ``base_dir`` (default: the current directory). Raises ConfigError."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: {e}") from None
     top = _Reader(source, data, "")
+    top.known("top level")
+    model_path = _model_path(top, base_dir or os.getcwd())
     opt = data.get("options", {})
     if not isinstance(opt, dict):
         raise top.fail("options", "must be a table")
     top.used.add("options")
     o = _Reader(source, opt, "options")
+    o.known("options")
     width = o.get("address_width", int, 48)
     if width not in (39, 48, 57):
         raise o.fail("address_width", f"{width}: must be 39, 48 or 57")
@@ -260,6 +327,7 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
     used_ids: set[int] = set()
     explicit = [g.table.get("id") for g in top.sub("group")]
     for g in top.sub("group"):
+        g.known("group")
         gid = g.get("id", int, None)
         if gid is None:
             gid = next(
@@ -292,17 +360,32 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
         raise ConfigError(
             f"{source}: no devices: add [[group]] with [[group.device]] tables"
         )
-    return Topology(options, tuple(groups))
+    return Topology(options, tuple(groups), model_path, source)
+
+
+def _model_path(top: _Reader, base_dir: str) -> tuple[str, ...]:
+    value = top.get("model_path", (str, list), [])
+    entries = [value] if isinstance(value, str) else value
+    if not all(isinstance(v, str) for v in entries):
+        raise top.fail("model_path", "must be a directory or a list of directories")
+    out = []
+    for entry in entries:
+        path = os.path.join(base_dir, os.path.expanduser(entry))
+        if not os.path.isdir(path):
+            raise top.fail("model_path", f"{entry!r}: {path} is not a directory")
+        out.append(os.path.normpath(path))
+    return tuple(out)
 
 
 def load_topology(path: str) -> Topology:
-    """Read and validate a topology file. Raises ConfigError."""
+    """Read and validate a topology file; its ``model_path`` is relative to the file's
+    directory. Raises ConfigError."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as e:
         raise ConfigError(f"{path}: {e.strerror}") from None
-    return parse_topology(text, path)
+    return parse_topology(text, path, os.path.dirname(os.path.abspath(path)))
 
 
 def default_topology() -> Topology:

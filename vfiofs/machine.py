@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import attrs
 
-from .config import DeviceSpec, Options, Topology
+from .config import ConfigError, DeviceSpec, Options, Topology
 from .devices.models import model_class
 from .devices.pci import PciDevice
 from .fs.devnodes import VfioTree
@@ -43,6 +43,11 @@ class Machine:
     """Everything one daemon serves."""
 
     topology: Topology
+    # directories searched first for "module:Class" models, before the topology's own
+    model_path: tuple[str, ...] = ()
+    # (uid, gid) of the group files, cdevs and /dev/iommu: the daemon's user, as an
+    # administrator's chown or udev rule gives them to the user of a real system
+    device_owner: tuple[int, int] = (0, 0)
     core: VfioCore = attrs.field(init=False)
     tree: Tree = attrs.field(init=False)
     iommu_groups: IommuGroups = attrs.Factory(IommuGroups)
@@ -64,6 +69,7 @@ class Machine:
             self.tree.root,
             self.core,
             iommufd_open=self.iommufd_open if self.core.options.iommufd else None,
+            owner=self.device_owner,
         )
         for g in self.topology.groups:
             group = self.iommu_groups.add(
@@ -75,7 +81,8 @@ class Machine:
     def add_device(
         self, spec: DeviceSpec, group: IommuGroup | None = None
     ) -> PciDevice:
-        """Create and register a device (hot-plug); a new IOMMU group unless given."""
+        """Create and register a device (hot-plug); a new IOMMU group unless given.
+        Raises ConfigError when the model cannot be found."""
         if group is None:
             group = self.iommu_groups.add(
                 IommuGroup(
@@ -84,7 +91,12 @@ class Machine:
                     driver=self.iommu,
                 )
             )
-        pdev = model_class(spec.model)(spec)
+        try:
+            cls = model_class(spec.model, self.model_path + self.topology.model_path)
+        except ValueError as e:
+            key = f"{spec.where}.model" if spec.where else "model"
+            raise ConfigError(f"{self.topology.source}: {key}: {e}") from None
+        pdev = cls(spec)
         pdev.iommu_group = group
         group.devices.append(pdev)
         self.devices[spec.bdf] = pdev

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import shutil
 import signal
@@ -13,29 +12,48 @@ import stat
 import struct
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
+from tests.support import assert_qemu_realized, cannot_run, mounts_under
 from tests.uapi import build_example
 
 pytestmark = pytest.mark.mount
 
 ROOT = Path(__file__).resolve().parents[2]
 VFIOFS = [sys.executable, "-m", "vfiofs"]
+QEMU_CLIENT = Path(__file__).with_name("qemu_client.py")
 VFIO_GROUP_GET_STATUS = 0x3B67
 VFIO_GROUP_GET_DEVICE_FD = 0x3B6A
 VFIO_GET_API_VERSION = 0x3B64
 
 
 def vfiofs_run(
-    *cmd: str, timeout: float = 120, config: str | None = None
+    *cmd: str,
+    timeout: float = 120,
+    config: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     args = [*VFIOFS, "run", *(["--config", config] if config else []), "--", *cmd]
     return subprocess.run(
-        args, capture_output=True, text=True, timeout=timeout, cwd=ROOT
+        args, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env
     )
+
+
+def host_view(bdfs: list[str]) -> dict[str, object]:
+    """What `vfiofs run` must leave as it was on the host: our /dev paths, and the
+    host's own entries (if any) at the addresses of our devices."""
+    view: dict[str, object] = {
+        p: os.path.exists(p) for p in ("/dev/vfio", "/dev/iommu")
+    }
+    for bdf in bdfs:
+        vendor = Path("/sys/bus/pci/devices") / bdf / "vendor"
+        view[bdf] = vendor.read_text() if vendor.exists() else None
+    return view
+
+
+DEFAULT_BDFS = ["0000:00:04.0", "0000:00:05.0", "0000:00:05.1", "0000:00:06.0"]
 
 
 @pytest.fixture
@@ -147,70 +165,44 @@ def test_run_two_devices_in_one_group_and_noiommu_rules(legacy) -> None:  # type
 
 
 def test_run_exit_status_and_host_untouched(tmp_path: Path) -> None:
-    before = Path("/proc/self/mountinfo").read_text()
-    dev_before = sorted(os.listdir("/dev"))
-    pci_before = sorted(os.listdir("/sys/bus/pci/devices"))
+    staging = tmp_path / "staging"  # vfiofs run stages its mount under TMPDIR
+    staging.mkdir()
+    env = dict(os.environ, TMPDIR=str(staging))
+    before = host_view(DEFAULT_BDFS)
     script = "test -e /dev/vfio/vfio && test -e /dev/iommu && grep -q 0x1b36 /sys/bus/pci/devices/0000:00:04.0/vendor && exit 7"
-    r = vfiofs_run("sh", "-c", script)
+    r = vfiofs_run("sh", "-c", script, env=env)
     assert r.returncode == 7, r.stderr
-    assert Path("/proc/self/mountinfo").read_text() == before
-    assert sorted(os.listdir("/dev")) == dev_before
-    assert sorted(os.listdir("/sys/bus/pci/devices")) == pci_before
-    r = vfiofs_run("sh", "-c", "kill -TERM $$")
+    # its own mount is gone, its staging directory too, and the host looks the same
+    assert mounts_under(staging) == [] and os.listdir(staging) == []
+    assert host_view(DEFAULT_BDFS) == before
+
+
+@pytest.mark.slow
+def test_run_status_of_a_killed_or_missing_cmd(tmp_path: Path) -> None:
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    env = dict(os.environ, TMPDIR=str(staging))
+    r = vfiofs_run("sh", "-c", "kill -TERM $$", env=env)
     assert r.returncode == 128 + signal.SIGTERM
-    r = vfiofs_run("/nonexistent/command")
-    assert r.returncode == 127 and "No such file" in r.stderr
+    # a command that cannot be run: named, with a shell's status
+    r = vfiofs_run("/nonexistent/command", env=env)
+    assert r.returncode == 127
+    assert "vfiofs run: /nonexistent/command: No such file or directory" in r.stderr
+    noexec = tmp_path / "noexec"
+    noexec.write_text("#!/bin/sh\n")
+    r = vfiofs_run(str(noexec), env=env)
+    assert r.returncode == 126
+    assert f"vfiofs run: {noexec}: Permission denied" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert mounts_under(staging) == [] and os.listdir(staging) == []
 
 
-@pytest.mark.skipif(
-    shutil.which("qemu-system-x86_64") is None, reason="no qemu-system-x86_64"
-)
 def test_run_qemu_realizes_vfio_pci_device(tmp_path: Path) -> None:
-    script = tmp_path / "qemu_client.py"
-    script.write_text(
-        textwrap.dedent("""
-        import json, subprocess, sys
-        def mappings():
-            return open("/sys/kernel/debug/vfiofs/iommu_groups/0/mappings").read().splitlines()
-        q = subprocess.Popen(
-            ["qemu-system-x86_64", "-machine", "q35,accel=tcg", "-nodefaults", "-display", "none",
-             "-S", "-m", "256", "-device", "vfio-pci,host=0000:00:04.0", "-qmp", "stdio"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        def cmd(c):
-            q.stdin.write(json.dumps({"execute": c}) + "\\n"); q.stdin.flush()
-            while True:
-                msg = json.loads(q.stdout.readline())
-                if "return" in msg or "error" in msg:
-                    return msg
-        json.loads(q.stdout.readline())  # greeting
-        cmd("qmp_capabilities")
-        pci = cmd("query-pci")
-        during = mappings()
-        cmd("quit")
-        q.wait(timeout=60)
-        import time
-        deadline = time.monotonic() + 10  # the last close reaches the daemon asynchronously
-        while mappings() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        print(json.dumps({"pci": pci, "during": during, "after": mappings(), "rc": q.returncode}))
-    """)
-    )
-    r = vfiofs_run(sys.executable, str(script), timeout=180)
+    if shutil.which("qemu-system-x86_64") is None:
+        cannot_run("no qemu-system-x86_64 (Debian package qemu-system-x86)")
+    r = vfiofs_run(sys.executable, str(QEMU_CLIENT), timeout=180)
     assert r.returncode == 0, r.stderr
-    out = json.loads(r.stdout.strip().splitlines()[-1])
-    devices = out["pci"]["return"][0]["devices"]
-    ours = [
-        d
-        for d in devices
-        if d["id"]["vendor"] == 0x1B36 and d["id"]["device"] == 0x0005
-    ]
-    assert len(ours) == 1, devices
-    assert {(r["bar"], r["size"]) for r in ours[0]["regions"]} == {
-        (0, 4096),
-        (2, 1 << 20),
-    }
-    assert out["during"], "QEMU mapped guest RAM through the IOMMU"
-    assert out["after"] == [] and out["rc"] == 0
+    assert_qemu_realized(r.stdout)
 
 
 def test_bad_config_mounts_nothing(tmp_path: Path, mounted) -> None:  # type: ignore[no-untyped-def]
@@ -253,17 +245,22 @@ def test_daemon_killed_then_umount_leaves_nothing(start_daemon, mounted, sig) ->
 
 def test_run_dma_memcpy_through_the_iommu_with_msix(tmp_path: Path) -> None:
     exe = build_example("dma_memcpy", tmp_path)
-    for group, bdf in (
+    cases = (
         ("0", "0000:00:04.0"),
         ("1", "0000:00:05.1"),
         ("cdev", "vfio0"),
         ("cdev", "vfio2"),
-    ):
-        r = vfiofs_run(str(exe), group, bdf)
-        assert r.returncode == 0, r.stdout + r.stderr
-        assert "FAIL" not in r.stdout
-        assert "ok   copy done: one interrupt on the eventfd" in r.stdout
-        assert "ok   no interrupt on a fault" in r.stdout
+    )
+    # one vfiofs run, the four programs one after the other (each prints its lines)
+    script = " && ".join(f"echo == {g} {b} && {exe} {g} {b}" for g, b in cases)
+    r = vfiofs_run("sh", "-c", script)
+    assert r.returncode == 0, r.stdout + r.stderr
+    runs = r.stdout.split("== ")[1:]
+    assert [run.split("\n", 1)[0] for run in runs] == [f"{g} {b}" for g, b in cases]
+    for run in runs:
+        assert "FAIL" not in run
+        assert "ok   copy done: one interrupt on the eventfd" in run
+        assert "ok   no interrupt on a fault" in run
 
 
 @pytest.fixture
@@ -351,11 +348,13 @@ def test_dma_memcpy_cdev_path_on_a_plain_mount(mounted_default, tmp_path: Path) 
     assert "ok   copy done: one interrupt on the eventfd" in r.stdout
 
 
-def test_run_in_a_user_namespace(legacy, cdev_example) -> None:  # type: ignore[no-untyped-def]
+def test_run_in_a_user_namespace(legacy, cdev_example, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The recipe `vfiofs run` uses without root (VFIOFS_USERNS=1 takes it as root too):
     a user namespace, /dev rebuilt from bind mounts, the tree's sysfs bound over the host's."""
-    before = Path("/proc/self/mountinfo").read_text()
-    env = dict(os.environ, VFIOFS_USERNS="1")
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    before = host_view(DEFAULT_BDFS)
+    env = dict(os.environ, VFIOFS_USERNS="1", TMPDIR=str(staging))
     script = f"cat /proc/self/uid_map && {legacy} 0 0000:00:04.0 && {cdev_example} 0000:00:05.0 && echo x > /dev/null"
     r = subprocess.run(
         [*VFIOFS, "run", "--", "sh", "-c", script],
@@ -374,4 +373,5 @@ def test_run_in_a_user_namespace(legacy, cdev_example) -> None:  # type: ignore[
     ]  # inside a user namespace
     assert "done, 0 failures" in r.stdout
     assert r.stdout.strip().endswith("done")
-    assert Path("/proc/self/mountinfo").read_text() == before
+    assert mounts_under(staging) == [] and os.listdir(staging) == []
+    assert host_view(DEFAULT_BDFS) == before

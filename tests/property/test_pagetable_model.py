@@ -75,7 +75,8 @@ class PageTableModel(RuleBasedStateMachine):
         assert self.pt.mapped_bytes == len(self.model) * PAGE
 
 
-TestPageTable = PageTableModel.TestCase
+# 50-200 s on a 2-core machine (walk_matches_model expands every mapping page by page)
+TestPageTable = pytest.mark.slow(PageTableModel.TestCase)
 TestPageTable.settings = settings(
     max_examples=60, stateful_step_count=25, deadline=None
 )

@@ -3,7 +3,8 @@
 `VfioTree` is a `VfioCore` listener: a registered device gets its sysfs directory, its
 ``vfio-dev/vfioX`` entries and ``dev/vfio/devices/vfioX``; a new group gets
 ``dev/vfio/<name>``, ``sys/kernel/iommu_groups/<N>`` and its ``vfio`` class device.
-Unregistering removes them again. Modes and owners are those of a real system.
+Unregistering removes them again. Modes are those of a real system; the group files, cdevs
+and dev/iommu belong to `owner` (root, or the user running the daemon).
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ from .sysfs import (
 )
 
 
-def _dev(mode: int, opener: Opener) -> DeviceNode:
-    return DeviceNode(mode=stat.S_IFREG | mode, opener=opener)
+def _dev(mode: int, opener: Opener, owner: tuple[int, int] = (0, 0)) -> DeviceNode:
+    return DeviceNode(
+        mode=stat.S_IFREG | mode, opener=opener, uid=owner[0], gid=owner[1]
+    )
 
 
 @attrs.define(eq=False)
@@ -52,6 +55,8 @@ class VfioTree:
     root: Directory
     core: VfioCore
     iommufd_open: Callable[[Caller, int], IommufdCtx] | None = None  # with IOMMUFD
+    # (uid, gid) of the group files, cdevs and dev/iommu (the container is root's 0666)
+    owner: tuple[int, int] = (0, 0)
     group_minors: dict[str, int] = attrs.Factory(dict)
 
     def __attrs_post_init__(self) -> None:
@@ -68,7 +73,7 @@ class VfioTree:
             misc = sys_.mkdir("class").mkdir("misc").mkdir("vfio")
             misc.add("dev", Attribute(show=text(f"{MISC_MAJOR}:{VFIO_MINOR}")))
         if self.iommufd_open is not None:
-            dev.add("iommu", _dev(0o660, self.iommufd_open))
+            dev.add("iommu", _dev(0o660, self.iommufd_open, self.owner))
             sys_.mkdir("class").mkdir("misc").mkdir("iommu").add(
                 "dev", Attribute(show=text(f"{MISC_MAJOR}:{IOMMU_MISC_MINOR}"))
             )
@@ -119,7 +124,7 @@ class VfioTree:
         self.group_minors[group.name] = minor
         vfio = self.root.walk("dev/vfio")
         assert isinstance(vfio, Directory)
-        vfio.add(group.name, _dev(0o600, group.open))
+        vfio.add(group.name, _dev(0o600, group.open, self.owner))
         ig = group.iommu_group
         gdir = self._sys("kernel/iommu_groups").mkdir(str(ig.id))
         populate_iommu_group(
@@ -134,7 +139,12 @@ class VfioTree:
         dbg = self._sys("kernel/debug/vfiofs/iommu_groups").mkdir(str(ig.id))
         dbg.add(
             "mappings",
-            Attribute(mode=stat.S_IFREG | 0o400, show=lambda: _mappings_text(ig)),
+            Attribute(
+                mode=stat.S_IFREG | 0o400,
+                show=lambda: _mappings_text(ig),
+                uid=self.owner[0],
+                gid=self.owner[1],
+            ),
         )
 
     def group_removed(self, group: VfioGroup) -> None:
@@ -180,7 +190,12 @@ class VfioTree:
         devices = self.root.walk("dev/vfio/devices")
         assert isinstance(devices, Directory)
         devices.add(
-            name, _dev(0o600, functools.partial(vfio_device_fops_cdev_open, vdev))
+            name,
+            _dev(
+                0o600,
+                functools.partial(vfio_device_fops_cdev_open, vdev),
+                self.owner,
+            ),
         )
 
     def device_removed(self, vdev: VfioDevice) -> None:

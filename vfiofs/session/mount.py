@@ -108,7 +108,9 @@ def _fusermount(mountpoint: str, opts: MountOptions) -> int:
             cmd, env=env, pass_fds=[theirs.fileno()], capture_output=True, check=False
         )
         if proc.returncode != 0:
-            raise OSError(errno.EPERM, f"fusermount3: {proc.stderr.decode().strip()}")
+            why = proc.stderr.decode(errors="replace").strip()
+            why = why.removeprefix(f"{exe}: ")  # it names itself by its argv[0]
+            raise OSError(errno.EPERM, f"fusermount3: {why}")
         _, fds, _, _ = socket.recv_fds(ours, 1, 1)
     if not fds:
         raise OSError(errno.EIO, "fusermount3 sent no fd")
@@ -140,6 +142,17 @@ def unmount(mountpoint: str) -> None:
 
 def is_mounted(mountpoint: str) -> bool:
     """Whether ``mountpoint`` is a mount point (per /proc/self/mountinfo)."""
+    return mounted_fstype(mountpoint) is not None
+
+
+def mounted_fstype(mountpoint: str) -> str | None:
+    """The filesystem type (``fuse.vfiofs``, ``tmpfs``...) of the topmost mount at
+    ``mountpoint``, or None; from /proc/self/mountinfo, without entering the mount."""
     target = os.path.realpath(mountpoint)
+    fstype = None
     with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == target for line in f)
+        for line in f:
+            fields = line.split()
+            if fields[4] == target:  # later lines are mounted on top of earlier ones
+                fstype = fields[fields.index("-") + 1]
+    return fstype

@@ -280,9 +280,15 @@ class ProcessTable:
 
 
 def capable(tid: int, cap: int) -> bool:
-    """Whether thread ``tid`` has capability ``cap`` in its effective set (False, with a
-    warning, when its status cannot be read: the task is gone)."""
+    """Whether thread ``tid`` has capability ``cap``, as the kernel's ``capable()``
+    decides: in its effective set *and* in the initial user namespace, which the
+    daemon's own stands for. A task in a user namespace of its own (`vfiofs run`
+    without root) holds its capabilities only there, so here it has none. False, with a
+    warning, when its status cannot be read (the task is gone)."""
     try:
+        theirs, ours = os.stat(f"/proc/{tid}/ns/user"), os.stat("/proc/self/ns/user")
+        if (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):
+            return False
         with open(f"/proc/{tid}/status", "rb") as f:
             for line in f:
                 if line.startswith(b"CapEff:"):

@@ -9,8 +9,8 @@ a `SeccompSupervisor` thread answers each trapped call: it runs the call as the 
 would (on the core thread), opens each new file through a hidden node of our mount (so
 the fd is ours and its calls reach the daemon), and installs that fd in the caller.
 
-CMD's exit status is ours. Ctrl-C reaches CMD (same process group); the daemon waits for
-CMD to exit, then unmounts.
+CMD's exit status is ours. Ctrl-C reaches CMD (same process group); SIGTERM and SIGHUP are
+passed on to it; the daemon waits for CMD to exit, then unmounts.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from ..fs.tree import Tree
 from ..uaccess import Caller, NeedFds, strndup_user
 from .peer import RequestCaller, file_ref
 from .seccomp import CONTINUE, InstallFd, Notif, SeccompSupervisor
-from .serve import FuseSession, serve
+from .serve import FuseSession, serve, take_signals
 
 log = logging.getLogger("vfiofs.run")
 
@@ -53,8 +53,14 @@ class DeviceFdBroker:
     pending: dict[int, OpenFile] = attrs.Factory(dict)
 
     def install(self, tree: Tree) -> None:
+        # the daemon's own user opens it (default_permissions applies to us too)
+        uid, gid = os.geteuid(), os.getegid()
         hidden = tree.root.mkdir(".vfiofs", 0o700)
-        hidden.add("device-fd", DeviceNode(mode=stat.S_IFREG | 0o600, opener=self.open))
+        hidden.uid, hidden.gid = uid, gid
+        hidden.add(
+            "device-fd",
+            DeviceNode(mode=stat.S_IFREG | 0o600, opener=self.open, uid=uid, gid=gid),
+        )
 
     def open(self, caller: Caller, flags: int) -> OpenFile:
         if caller.tgid != os.getpid():
@@ -259,49 +265,55 @@ async def _run(
     trace: TextIO | None,
     transport: str | None,
 ) -> int:
-    async with trio.open_nursery() as nursery:
-        session: FuseSession = await nursery.start(
-            functools.partial(
-                serve, machine.tree, mnt, trace=trace, transport=transport
-            )
-        )
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        with ours:
-            with theirs:
-                proc = await trio.lowlevel.open_process(
-                    [
-                        sys.executable,
-                        "-m",
-                        "vfiofs.launch",
-                        mnt,
-                        scratch,
-                        str(theirs.fileno()),
-                        *cmd,
-                    ],
-                    pass_fds=[theirs.fileno()],
+    proc: trio.Process | None = None
+    early: list[int] = []  # signals that came before CMD existed
+
+    def on_signal(signum: int) -> None:
+        # SIGINT from a terminal reaches CMD itself (same process group); a signal that
+        # comes before CMD exists is passed on as soon as it does
+        if proc is None:
+            early.append(signum)
+        elif signum != signal.SIGINT and proc.poll() is None:
+            proc.send_signal(signum)
+
+    # ours from before the mount exists until it is gone: no default action in between
+    with take_signals(on_signal, signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        async with trio.open_nursery() as nursery:
+            session: FuseSession = await nursery.start(
+                functools.partial(
+                    serve, machine.tree, mnt, trace=trace, transport=transport
                 )
-            _, fds, _, _ = await trio.to_thread.run_sync(socket.recv_fds, ours, 1, 1)
-        supervisor = None
-        if fds:
-            iommufd = IommufdFdIoctl(session, broker)
-            supervisor = SeccompSupervisor(
-                fds[0], TrappedIoctls(GetDeviceFd(session, broker), iommufd)
             )
-            iommufd.supervisor = supervisor
-            supervisor.start()
-        with trio.open_signal_receiver(
-            signal.SIGINT, signal.SIGTERM, signal.SIGHUP
-        ) as signals:
-
-            async def forward() -> None:
-                async for signum in signals:
-                    # SIGINT from a terminal reaches CMD itself (same process group)
-                    if signum != signal.SIGINT and proc.poll() is None:
-                        proc.send_signal(signum)
-
-            nursery.start_soon(forward)
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            with ours:
+                with theirs:
+                    proc = await trio.lowlevel.open_process(
+                        [
+                            sys.executable,
+                            "-m",
+                            "vfiofs.launch",
+                            mnt,
+                            scratch,
+                            str(theirs.fileno()),
+                            *cmd,
+                        ],
+                        pass_fds=[theirs.fileno()],
+                    )
+                for signum in early:
+                    proc.send_signal(signum)
+                _, fds, _, _ = await trio.to_thread.run_sync(
+                    socket.recv_fds, ours, 1, 1
+                )
+            supervisor = None
+            if fds:
+                iommufd = IommufdFdIoctl(session, broker)
+                supervisor = SeccompSupervisor(
+                    fds[0], TrappedIoctls(GetDeviceFd(session, broker), iommufd)
+                )
+                iommufd.supervisor = supervisor
+                supervisor.start()
             rc = await proc.wait()
-        if supervisor is not None:
-            supervisor.stop()
-        nursery.cancel_scope.cancel()
+            if supervisor is not None:
+                supervisor.stop()
+            nursery.cancel_scope.cancel()
     return rc if rc >= 0 else 128 - rc

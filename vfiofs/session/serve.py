@@ -13,12 +13,13 @@ thread, and the mount's device number comes from /proc/self/mountinfo, not stat(
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO, TypeVar
 
 import attrs
@@ -376,23 +377,50 @@ async def serve(
         procs.close()
 
 
+@contextlib.contextmanager
+def take_signals(handler: Callable[[int], None], *signums: int) -> Iterator[None]:
+    """Until the block ends, ``signums`` call ``handler(signum)`` on the trio thread
+    instead of their default actions (KeyboardInterrupt, death).
+
+    The signals are unblocked on entry and the previous mask and handlers come back on
+    exit, so a caller that blocked them earlier (the CLI does, before it builds anything)
+    holds a signal that arrives too early until it can be handled here, and one that
+    arrives after the block until the process exits. Unlike `trio.open_signal_receiver`,
+    nothing is redelivered at exit: a signal taken here is handled here.
+    """
+    token = trio.lowlevel.current_trio_token()
+
+    def on_signal(signum: int, frame: object) -> None:
+        # a Python signal handler may run between any two bytecodes, also inside trio:
+        # hand the work to the trio thread's next scheduling point
+        token.run_sync_soon(handler, signum)
+
+    old = {s: signal.signal(s, on_signal) for s in signums}
+    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, signums)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
 async def serve_until_signalled(
     tree: Tree,
     mountpoint: str,
     **kwargs: Any,
 ) -> None:
-    """`serve` until unmounted, SIGINT or SIGTERM; then unmount cleanly."""
-    async with trio.open_nursery() as nursery:
+    """`serve` until unmounted, SIGINT or SIGTERM; then unmount cleanly.
 
-        async def watch_signals() -> None:
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for signum in signals:
-                    log.info(
-                        "%s: unmounting %s", signal.Signals(signum).name, mountpoint
-                    )
-                    nursery.cancel_scope.cancel()
-                    return
+    The signals are taken before the mount exists and given back after it is gone, so a
+    signal at any moment in between (before INIT, during it, mid-request) cancels the
+    session: `serve` unmounts and this returns normally.
+    """
+    with trio.CancelScope() as scope:
 
-        nursery.start_soon(watch_signals)
-        await serve(tree, mountpoint, **kwargs)
-        nursery.cancel_scope.cancel()
+        def stop(signum: int) -> None:
+            log.info("%s: unmounting %s", signal.Signals(signum).name, mountpoint)
+            scope.cancel()
+
+        with take_signals(stop, signal.SIGINT, signal.SIGTERM):
+            await serve(tree, mountpoint, **kwargs)

@@ -180,19 +180,22 @@ def test_noiommu_rules(env) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_two_processes_share_nothing(env) -> None:  # type: ignore[no-untyped-def]
+    """Process b, with a container of its own, gets nothing of what process a set up.
+    Every fd b passes resolves to a real handle of b's, so each answer is the core's."""
     a, b = env.caller, FakeCaller()
+    b.mm.tgid = a.mm.tgid + 1
     ca, cb = env.container(a), env.container(b)
     ga = env.group(3, a)
-    env.set_container(ga, ca, a)
-    # b holds no fd for a's container: its fd numbers are its own
-    gb_fd_space = env.install(cb, b)
+    assert env.set_container(ga, ca, a) == 0
+    assert ca.ioctl(a, V.VFIO_SET_IOMMU, V.VFIO_TYPE1v2_IOMMU) == 0
+    # the group is a's: b cannot open it
+    assert err(env.group, 3, b) == errno.EBUSY
+    # even handed a's group file, b cannot move it into its container (it has one)
+    assert err(env.set_container, ga, cb, b) == errno.EINVAL
+    # b's container is still empty: no IOMMU to set
+    assert err(cb.ioctl, b, V.VFIO_SET_IOMMU, V.VFIO_TYPE1v2_IOMMU) == errno.EINVAL
+    assert cb.groups == [] and ca.groups == [ga.group]
+    # a's group still reports a's container
     assert (
-        err(
-            ga.ioctl,
-            b,
-            V.VFIO_GROUP_SET_CONTAINER,
-            b.alloc(struct.pack("<i", gb_fd_space + 1)),
-        )
-        == errno.EBADF
+        status(env, ga) == V.VFIO_GROUP_FLAGS_VIABLE | V.VFIO_GROUP_FLAGS_CONTAINER_SET
     )
-    assert cb.groups == [] and ca.groups
